@@ -1,0 +1,260 @@
+"""How one agent turn is produced: a message plus a structured action.
+
+Two policies serve the same interface. A strong model writes the message and the action
+in one structured call. A tiny model (the embedded 135M) writes nonsense when its message
+is forced inside JSON, but writes passable plain dialogue and extracts ``{action, price}``
+from a message reliably under a grammar, so it gets two calls: text, then extraction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from sandbox.models import Endpoint, ModelCallError, complete, complete_structured
+from sandbox.prompts import Message, extraction_prompt, one_call_suffix
+from sandbox.schemas import Action, ActionKind, ModelCall, ModelSettings, Speaker
+
+ActionName = Literal["none", "offer", "accept", "reject", "walk_away"]
+
+
+class ExtractedAction(BaseModel):
+    """What the extraction call returns for one message."""
+
+    action: ActionName
+    price: float | None = Field(None, description="Total price proposed, only with offer.")
+
+
+class OneCallTurn(BaseModel):
+    """What a one-call model returns for a whole turn."""
+
+    message: str
+    action: ActionName
+    price: float | None = None
+    terms: str | None = None
+
+
+@dataclass
+class TurnRequest:
+    speaker: Speaker
+    system_prompt: str
+    conversation: list[Message]
+    other_name: str
+    standing_offer: float | None
+    currency: str
+    seed: int
+
+
+@dataclass
+class TurnResult:
+    message: str
+    action: Action
+    calls: list[ModelCall] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class JunkOutputError(ModelCallError):
+    """The model produced no usable message twice."""
+
+
+class TurnPolicy(Protocol):
+    async def take_turn(self, request: TurnRequest) -> TurnResult: ...
+
+
+def to_action(kind: str, price: float | None, terms: str | None = None) -> tuple[Action, list[str]]:
+    """Turn raw extracted fields into a valid Action, noting anything that had to be dropped."""
+    notes: list[str] = []
+    action_kind = ActionKind(kind)
+    if action_kind is ActionKind.OFFER and (price is None or price <= 0):
+        notes.append("offer without a usable price treated as no action")
+        return Action(), notes
+    if action_kind is not ActionKind.OFFER:
+        price = None
+    return Action(kind=action_kind, price=price, terms=terms or None), notes
+
+
+_LABEL = re.compile(r"^\s*[\(\[*]*\s*([A-Z][\w.'-]*(?: [A-Z][\w.'-]*)?)\s*[\)\]*]*\s*:\s*")
+_ROLE_WORDS = {"prospect", "customer", "client", "salesperson", "sales rep", "rep", "seller", "buyer"}
+MAX_MESSAGE_CHARS = 700
+
+
+def clean_message(text: str, own_name: str, other_name: str) -> str:
+    """Keep one speaker's words: drop 'Name:' labels, stop where the model starts voicing the other side.
+
+    Small models often write both sides of a dialogue, or label their line with a name.
+    Only the first paragraph is kept, trimmed at a sentence boundary.
+    """
+    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    if not paragraphs:
+        return ""
+    first = paragraphs[0]
+    if len(first) < 30 and len(paragraphs) > 1:  # a salutation on its own line ("Dana,")
+        first = first + "\n" + paragraphs[1]
+    kept: list[str] = []
+    for index, line in enumerate(first.splitlines()):
+        match = _LABEL.match(line)
+        if match:
+            label = match.group(1).strip().lower()
+            voices_other = label.startswith(other_name.lower()) if other_name else False
+            if voices_other and (index > 0 or kept):
+                break
+            if voices_other or label.startswith(own_name.lower()) or label in _ROLE_WORDS:
+                line = line[match.end() :]
+        kept.append(line.strip())
+    message = " ".join(part for part in kept if part).strip()
+    if len(message) > MAX_MESSAGE_CHARS:
+        cut = message[:MAX_MESSAGE_CHARS]
+        end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
+        message = cut[: end + 1] if end > 0 else cut
+    return message
+
+
+_NUMBER = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(k|K|thousand)?")
+
+
+def prices_in(text: str) -> list[float]:
+    """Every amount written in a message: '24,000', '$19.2k', '19200 USD', '20 thousand'."""
+    amounts = []
+    for number, thousands in _NUMBER.findall(text):
+        value = float(number.replace(",", ""))
+        amounts.append(value * 1000 if thousands else value)
+    return amounts
+
+
+def price_is_stated(price: float, text: str, tolerance: float = 0.005) -> bool:
+    return any(abs(amount - price) <= tolerance * max(price, 1.0) for amount in prices_in(text))
+
+
+_AGREEMENT = re.compile(
+    r"\b(deal|agree[ds]?|accept(ed)?|works for (me|us)|let'?s do (it|this)|sign (it|up|today)|"
+    r"sounds good|yes,? (please|let'?s)|i'?ll take it|we'?ll take it|go ahead)\b",
+    re.IGNORECASE,
+)
+_LEAVING = re.compile(
+    r"\b(good-?bye|bye|walk away|walking away|not interested|no longer interested|end (this|the) (call|conversation)|"
+    r"we'?re done|i'?m done|i'?ll pass|we'?ll pass|look elsewhere|going elsewhere)\b",
+    re.IGNORECASE,
+)
+
+
+def verify_action(action: Action, message: str) -> tuple[Action, str | None]:
+    """Cross-check an extracted action against the message it came from.
+
+    The 135M extractor often labels small talk as an offer or an acceptance. An action
+    that changes the state of the deal must be visible in the words: an offer states its
+    price, an acceptance uses words of agreement, a walk-away uses words of leaving.
+    """
+    kind = action.kind
+    if kind is ActionKind.OFFER and action.price is not None and not price_is_stated(action.price, message):
+        return Action(), f"extracted offer {action.price:g} is not stated in the message; treated as no action"
+    if kind is ActionKind.ACCEPT and not _AGREEMENT.search(message):
+        return Action(), "extracted accept has no words of agreement in the message; treated as no action"
+    if kind is ActionKind.WALK_AWAY and not _LEAVING.search(message):
+        return Action(), "extracted walk-away has no words of leaving in the message; treated as no action"
+    return action, None
+
+
+def _name_from_prompt(system_prompt: str) -> str:
+    match = re.match(r"You are ([^,.]+)", system_prompt)
+    return match.group(1).strip() if match else ""
+
+
+LOCAL_FREQUENCY_PENALTY = 0.5  # the 135M model loops on one sentence without it
+
+
+def sampling_extras(settings: ModelSettings) -> dict[str, float | None]:
+    frequency = settings.frequency_penalty
+    if frequency is None and settings.is_local:
+        frequency = LOCAL_FREQUENCY_PENALTY
+    return {"frequency_penalty": frequency, "presence_penalty": settings.presence_penalty}
+
+
+class TwoCallPolicy:
+    """Message as plain text, then a small grammar-constrained extraction of the action."""
+
+    def __init__(self, endpoint: Endpoint, settings: ModelSettings):
+        self.endpoint = endpoint
+        self.settings = settings
+
+    async def _message(self, request: TurnRequest) -> tuple[str, list[ModelCall]]:
+        calls: list[ModelCall] = []
+        messages = [{"role": "system", "content": request.system_prompt}, *request.conversation]
+        own_name = _name_from_prompt(request.system_prompt)
+        for attempt in range(2):
+            completion = await complete(
+                self.endpoint,
+                messages,
+                purpose=f"{request.speaker}:message",
+                temperature=self.settings.temperature,
+                max_tokens=self.settings.max_tokens,
+                seed=request.seed + attempt * 7919,
+                timeout_s=self.settings.timeout_s,
+                extra=sampling_extras(self.settings),
+            )
+            calls.append(completion.call)
+            text = clean_message(completion.text, own_name, request.other_name)
+            if len(text) >= 2 and re.search(r"[A-Za-z]", text):
+                return text, calls
+            completion.call.error = "empty or unusable message"
+        raise JunkOutputError(f"{self.endpoint.label} ({request.speaker}:message) gave no usable message twice", calls)
+
+    async def take_turn(self, request: TurnRequest) -> TurnResult:
+        message, calls = await self._message(request)
+        prompt = extraction_prompt(request.speaker, message, request.standing_offer, request.currency)
+        try:
+            extracted, extraction_calls = await complete_structured(
+                self.endpoint,
+                [{"role": "user", "content": prompt}],
+                ExtractedAction,
+                purpose=f"{request.speaker}:extract",
+                temperature=0.0,
+                max_tokens=60,
+                seed=request.seed,
+                timeout_s=self.settings.timeout_s,
+            )
+        except ModelCallError as exc:
+            exc.calls = calls + exc.calls
+            raise
+        action, notes = to_action(extracted.action, extracted.price)
+        action, problem = verify_action(action, message)
+        if problem:
+            notes.append(problem)
+        return TurnResult(message=message, action=action, calls=calls + extraction_calls, notes=notes)
+
+
+class OneCallPolicy:
+    """Message and action in one structured call, for models that write well inside JSON."""
+
+    def __init__(self, endpoint: Endpoint, settings: ModelSettings):
+        self.endpoint = endpoint
+        self.settings = settings
+
+    async def take_turn(self, request: TurnRequest) -> TurnResult:
+        system = request.system_prompt + "\n\n" + one_call_suffix()
+        result, calls = await complete_structured(
+            self.endpoint,
+            [{"role": "system", "content": system}, *request.conversation],
+            OneCallTurn,
+            purpose=f"{request.speaker}:turn",
+            temperature=self.settings.temperature,
+            max_tokens=max(self.settings.max_tokens, 300),
+            seed=request.seed,
+            timeout_s=self.settings.timeout_s,
+        )
+        message = result.message.strip()
+        if not message:
+            raise JunkOutputError(f"{self.endpoint.label} ({request.speaker}:turn) returned an empty message", calls)
+        action, notes = to_action(result.action, result.price, result.terms)
+        return TurnResult(message=message, action=action, calls=calls, notes=notes)
+
+
+def policy_for(endpoint: Endpoint, settings: ModelSettings) -> TurnPolicy:
+    mode = settings.turn_mode
+    if mode == "auto":
+        mode = "two-call" if settings.is_local else "one-call"
+    if mode == "two-call":
+        return TwoCallPolicy(endpoint, settings)
+    return OneCallPolicy(endpoint, settings)

@@ -1,0 +1,149 @@
+"""The negotiation loop: two agents alternate turns until a deal, a walk-away or the turn limit.
+
+The engine owns the rules, not the models: a deal exists only when one side accepts the
+other side's standing offer, and an invalid action (accepting when nothing is on the table)
+is recorded in the turn's notes and treated as talk. A model failure ends the episode as
+``failed`` with its reason and the failed calls kept as evidence, never as a deal or no-deal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sandbox import __version__
+from sandbox.agents import TurnPolicy, TurnRequest, policy_for
+from sandbox.catalog import Catalog
+from sandbox.models import ModelCallError, endpoint_for
+from sandbox.prompts import conversation_for, state_line, system_prompt_for
+from sandbox.schemas import (
+    Action,
+    ActionKind,
+    Cast,
+    EpisodeSpec,
+    ModelCall,
+    Outcome,
+    OutcomeStatus,
+    Speaker,
+    Transcript,
+    Turn,
+    brief_for,
+)
+
+OnTurn = Callable[[Turn], None]
+
+
+def build_cast(spec: EpisodeSpec, catalog: Catalog) -> Cast:
+    prospect = catalog.prospect(spec.prospect)
+    scenario = catalog.scenario(spec.scenario)
+    return Cast(
+        strategy=catalog.strategy(spec.strategy),
+        prospect=prospect,
+        scenario=scenario,
+        brief=brief_for(prospect, scenario),
+    )
+
+
+def _other(speaker: Speaker) -> Speaker:
+    return "prospect" if speaker == "rep" else "rep"
+
+
+def opener_cue(speaker: Speaker, names: dict[Speaker, str], seller: str) -> str:
+    """The user-side line that starts the dialogue for whoever speaks first (chat models need one)."""
+    if speaker == "rep":
+        return f"{names['prospect']} has joined the call. Greet {names['prospect']} and ask your first question."
+    return f"{names['rep']} from {seller} has joined the call. Say hello and say what you want to know."
+
+
+def turn_seed(episode_seed: int, turn_index: int) -> int:
+    """Distinct, reproducible seed per turn so the same episode seed replays the same dialogue."""
+    return episode_seed * 1000 + turn_index
+
+
+async def negotiate(
+    spec: EpisodeSpec,
+    cast: Cast,
+    rep: TurnPolicy,
+    prospect: TurnPolicy,
+    on_turn: OnTurn | None = None,
+) -> Transcript:
+    started = time.perf_counter()
+    scenario = cast.scenario
+    names: dict[Speaker, str] = {"rep": scenario.rep_name, "prospect": cast.prospect.display_name}
+    policies: dict[Speaker, TurnPolicy] = {"rep": rep, "prospect": prospect}
+    # The list price is the rep's offer on the table until the rep says otherwise.
+    offers: dict[Speaker, float | None] = {"rep": scenario.list_price, "prospect": None}
+    turns: list[Turn] = []
+    failed_calls: list[ModelCall] = []
+    outcome: Outcome | None = None
+    speaker: Speaker = spec.opener
+
+    for index in range(spec.max_turns):
+        other = _other(speaker)
+        state = state_line(speaker, offers[speaker], offers[other], scenario.money)
+        cue = opener_cue(speaker, names, scenario.seller)
+        request = TurnRequest(
+            speaker=speaker,
+            system_prompt=system_prompt_for(speaker, cast.strategy, cast.prospect, scenario, cast.brief, state),
+            conversation=conversation_for(speaker, [(t.speaker, t.message) for t in turns], cue),
+            other_name=names[other],
+            standing_offer=offers[other],
+            currency=scenario.currency,
+            seed=turn_seed(spec.seed, index),
+        )
+        try:
+            result = await policies[speaker].take_turn(request)
+        except ModelCallError as exc:
+            failed_calls = list(exc.calls)
+            outcome = Outcome(status=OutcomeStatus.FAILED, decided_by=None, reason=f"turn {index}: {exc.reason}")
+            break
+
+        action, notes = result.action, list(result.notes)
+        if action.kind is ActionKind.ACCEPT and offers[other] is None:
+            notes.append(f"accept with no standing offer from the {other}; treated as no action")
+            action = Action()
+        if action.kind is ActionKind.OFFER:
+            offers[speaker] = action.price
+        elif action.kind is ActionKind.REJECT:
+            offers[other] = None
+
+        turn = Turn(
+            index=index, speaker=speaker, message=result.message, action=action, calls=result.calls, notes=notes
+        )
+        turns.append(turn)
+        if on_turn is not None:
+            on_turn(turn)
+
+        if action.kind is ActionKind.ACCEPT:
+            outcome = Outcome(status=OutcomeStatus.DEAL, price=offers[other], decided_by=speaker)
+            break
+        if action.kind is ActionKind.WALK_AWAY:
+            outcome = Outcome(status=OutcomeStatus.WALK_AWAY, decided_by=speaker, reason=f"{speaker} walked away")
+            break
+        speaker = other
+
+    if outcome is None:
+        outcome = Outcome(status=OutcomeStatus.MAX_TURNS, reason=f"no agreement in {spec.max_turns} turns")
+    return Transcript(
+        episode_id=spec.episode_id,
+        spec=spec,
+        cast=cast,
+        turns=turns,
+        failed_turn_calls=failed_calls,
+        outcome=outcome,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        sandbox_version=__version__,
+    )
+
+
+async def run_episode(
+    spec: EpisodeSpec,
+    catalog: Catalog,
+    local_api_base: str | None = None,
+    on_turn: OnTurn | None = None,
+) -> Transcript:
+    """Resolve content and models for one spec, then negotiate."""
+    cast = build_cast(spec, catalog)
+    rep = policy_for(endpoint_for(spec.rep_model, local_api_base), spec.rep_model)
+    prospect = policy_for(endpoint_for(spec.prospect_model, local_api_base), spec.prospect_model)
+    return await negotiate(spec, cast, rep, prospect, on_turn=on_turn)

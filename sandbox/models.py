@@ -1,0 +1,439 @@
+"""The one place that talks to models.
+
+Every request goes through :func:`complete` (free text) or :func:`complete_structured`
+(JSON validated against a pydantic model), so retries, cassettes, token and cost
+accounting and structured output are handled once. litellm does the provider work;
+tenacity alone retries (litellm and the OpenAI SDK are told not to).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before litellm is imported, or the import fetches a price map over the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import asyncio  # noqa: E402
+import email.utils  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+import litellm  # noqa: E402
+from pydantic import BaseModel, ValidationError  # noqa: E402
+from tenacity import (  # noqa: E402
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from sandbox.schemas import ModelCall, ModelSettings  # noqa: E402
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+
+T = TypeVar("T", bound=BaseModel)
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+LOCAL_API_KEY = "sk-local-no-key"  # llama.cpp ignores it; the OpenAI client insists on one.
+
+MAX_ATTEMPTS = 4
+MAX_RETRY_SECONDS = 90.0
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ModelCallError(Exception):
+    """A model call that failed for good. ``reason`` is one line; ``calls`` is the evidence."""
+
+    def __init__(self, reason: str, calls: list[ModelCall] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.calls = calls or []
+
+
+class CassetteMissError(ModelCallError):
+    """A replayed test made a request the cassette does not hold. Never retried."""
+
+
+class StructuredOutputError(ModelCallError):
+    """The model's output did not validate, even after one repair attempt."""
+
+
+# --------------------------------------------------------------------------- endpoint
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What litellm needs for one role: the routed model name and, for servers, where they are."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    structured: str = "auto"  # "json_schema" | "none" | "auto"
+
+    @property
+    def label(self) -> str:
+        return self.model
+
+
+def endpoint_for(settings: ModelSettings, local_api_base: str | None = None) -> Endpoint:
+    """Map a role's settings to an endpoint. ``local`` needs the embedded server's address."""
+    if settings.is_local:
+        if not local_api_base:
+            raise ModelCallError("model 'local' needs the embedded server; none is running")
+        return Endpoint(
+            model=f"openai/{LOCAL_MODEL_NAME}",
+            api_base=local_api_base,
+            api_key=LOCAL_API_KEY,
+            structured="json_schema",
+        )
+    model = settings.model
+    if settings.api_base and "/" not in model:
+        model = f"openai/{model}"  # any OpenAI-compatible server
+    return Endpoint(model=model, api_base=settings.api_base)
+
+
+def supports_json_schema(endpoint: Endpoint) -> bool:
+    if endpoint.structured != "auto":
+        return endpoint.structured == "json_schema"
+    try:
+        return bool(litellm.supports_response_schema(model=endpoint.model))
+    except Exception:  # litellm logs and returns False for unknown models; be as lenient
+        return False
+
+
+# --------------------------------------------------------------------------- retry policy
+
+
+_TRANSIENT = (
+    litellm.RateLimitError,
+    litellm.InternalServerError,
+    litellm.ServiceUnavailableError,
+    litellm.Timeout,
+    litellm.APIConnectionError,
+)
+_PERMANENT = (
+    litellm.AuthenticationError,
+    litellm.PermissionDeniedError,
+    litellm.BadRequestError,
+    litellm.NotFoundError,
+    litellm.ContextWindowExceededError,
+    litellm.ContentPolicyViolationError,
+    litellm.UnprocessableEntityError,
+)
+_CASSETTE_MARKERS = ("Can't overwrite existing cassette", "CannotOverwriteExistingCassetteException")
+
+
+def is_cassette_miss(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "CannotOverwriteExistingCassetteException":
+            return True
+        if any(marker in str(current) for marker in _CASSETTE_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: rate limits, server errors, timeouts, dropped connections."""
+    if isinstance(exc, CassetteMissError) or is_cassette_miss(exc):
+        return False
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, _TRANSIENT):
+        return True
+    code = status_code_of(exc)
+    return code is not None and (code == 429 or code >= 500)
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (Retry-After or retry-after-ms), if any."""
+    header_sources: list[Any] = []
+    response = getattr(exc, "response", None)
+    if response is not None:
+        header_sources.append(getattr(response, "headers", None))
+    header_sources.append(getattr(exc, "litellm_response_headers", None))
+    header_sources.append(getattr(exc, "headers", None))
+    for headers in header_sources:
+        if not headers:
+            continue
+        try:
+            lowered = {str(k).lower(): str(v) for k, v in dict(headers).items()}
+        except Exception:
+            continue
+        if "retry-after-ms" in lowered:
+            try:
+                return float(lowered["retry-after-ms"]) / 1000.0
+            except ValueError:
+                pass
+        value = lowered.get("retry-after")
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value)
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    return None
+
+
+class wait_retry_after:  # noqa: N801 - tenacity's wait strategies are lower-case callables
+    """Honour the provider's Retry-After when it sends one; otherwise back off with jitter."""
+
+    def __init__(self, fallback: Any, cap: float = MAX_RETRY_AFTER_SECONDS):
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = retry_after_seconds(exc) if exc else None
+        if hinted is not None:
+            return min(hinted, self.cap)
+        return float(self.fallback(state))
+
+
+def retry_policy(
+    max_attempts: int = MAX_ATTEMPTS,
+    max_seconds: float = MAX_RETRY_SECONDS,
+    initial_wait: float = 1.0,
+) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
+        wait=wait_retry_after(wait_exponential_jitter(initial=initial_wait, max=20.0)),
+        reraise=True,
+    )
+
+
+# The policy is a module attribute so tests can shorten the waits without patching internals.
+RETRY_POLICY_FACTORY = retry_policy
+
+
+# --------------------------------------------------------------------------- calls
+
+
+class Completion(BaseModel):
+    text: str
+    call: ModelCall
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{name}: {text}" if text else name
+
+
+def _usage(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+
+def _cost(response: Any) -> float | None:
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    if cost is None:
+        try:
+            cost = litellm.completion_cost(completion_response=response)
+        except Exception:
+            return None
+    try:
+        value = float(cost)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+async def complete(
+    endpoint: Endpoint,
+    messages: list[dict[str, str]],
+    *,
+    purpose: str,
+    temperature: float = 0.7,
+    max_tokens: int = 256,
+    seed: int | None = None,
+    timeout_s: float = 60.0,
+    response_format: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Completion:
+    """One chat completion with bounded retries of transient failures.
+
+    Raises :class:`ModelCallError` (or :class:`CassetteMissError`) with the failed call
+    recorded, so the caller can keep it as evidence of the failure.
+    """
+    kwargs: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "timeout": timeout_s,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
+    if seed is not None:
+        kwargs["seed"] = seed
+    if endpoint.api_base:
+        kwargs["api_base"] = endpoint.api_base
+    if endpoint.api_key:
+        kwargs["api_key"] = endpoint.api_key
+    if response_format is not None:
+        kwargs["response_format"] = response_format
+    if extra:
+        kwargs.update({k: v for k, v in extra.items() if v is not None})
+
+    attempts = 0
+    started = time.perf_counter()
+    try:
+        async for attempt in RETRY_POLICY_FACTORY():
+            with attempt:
+                attempts += 1
+                try:
+                    response = await litellm.acompletion(**kwargs)
+                except Exception as exc:
+                    if is_cassette_miss(exc):
+                        raise CassetteMissError(f"cassette miss: {_describe(exc)}") from exc
+                    raise
+    except CassetteMissError as exc:
+        exc.calls = [_failed_call(endpoint, purpose, attempts, started, exc.reason)]
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        reason = _describe(exc)
+        raise ModelCallError(
+            f"{endpoint.label} ({purpose}) failed after {attempts} attempt(s): {reason}",
+            [_failed_call(endpoint, purpose, attempts, started, reason)],
+        ) from exc
+
+    tokens_in, tokens_out = _usage(response)
+    choices = getattr(response, "choices", None) or []
+    text = ""
+    if choices:
+        message = getattr(choices[0], "message", None)
+        text = (getattr(message, "content", None) or "") if message is not None else ""
+    call = ModelCall(
+        model=endpoint.label,
+        purpose=purpose,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        latency_s=round(time.perf_counter() - started, 4),
+        cost_usd=_cost(response),
+        attempts=attempts,
+        error=None if choices else "response had no choices",
+    )
+    if not choices:
+        raise ModelCallError(f"{endpoint.label} ({purpose}) returned no choices", [call])
+    return Completion(text=text, call=call)
+
+
+def _failed_call(endpoint: Endpoint, purpose: str, attempts: int, started: float, reason: str) -> ModelCall:
+    return ModelCall(
+        model=endpoint.label,
+        purpose=purpose,
+        latency_s=round(time.perf_counter() - started, 4),
+        attempts=max(attempts, 1),
+        error=reason,
+    )
+
+
+def json_schema_format(schema_model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": schema_model.__name__,
+            "schema": schema_model.model_json_schema(),
+            "strict": True,
+        },
+    }
+
+
+def parse_json_output(text: str, schema_model: type[T]) -> T:
+    """Validate model output, tolerating code fences and prose around one JSON object."""
+    cleaned = text.strip()
+    if cleaned.startswith("```"):
+        cleaned = cleaned.strip("`")
+        if cleaned.lower().startswith("json"):
+            cleaned = cleaned[4:]
+    try:
+        return schema_model.model_validate_json(cleaned)
+    except ValidationError:
+        start, end = cleaned.find("{"), cleaned.rfind("}")
+        if start == -1 or end <= start:
+            raise
+        return schema_model.model_validate(json.loads(cleaned[start : end + 1]))
+
+
+async def complete_structured(
+    endpoint: Endpoint,
+    messages: list[dict[str, str]],
+    schema_model: type[T],
+    *,
+    purpose: str,
+    temperature: float = 0.0,
+    max_tokens: int = 200,
+    seed: int | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[T, list[ModelCall]]:
+    """Ask for JSON matching ``schema_model``; on invalid output, one repair, then fail.
+
+    Where the provider supports JSON schemas (llama.cpp turns them into a grammar) the
+    schema goes in ``response_format``; otherwise it is spelled out in the prompt.
+    """
+    use_schema = supports_json_schema(endpoint)
+    conversation = list(messages)
+    if not use_schema:
+        schema_text = json.dumps(schema_model.model_json_schema())
+        conversation = conversation + [
+            {
+                "role": "user",
+                "content": f"Reply with one JSON object matching this schema, nothing else:\n{schema_text}",
+            }
+        ]
+    calls: list[ModelCall] = []
+    last_problem = ""
+    for attempt in range(2):
+        completion = await complete(
+            endpoint,
+            conversation,
+            purpose=purpose if attempt == 0 else f"{purpose}:repair",
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            timeout_s=timeout_s,
+            response_format=json_schema_format(schema_model) if use_schema else None,
+        )
+        calls.append(completion.call)
+        try:
+            return parse_json_output(completion.text, schema_model), calls
+        except (ValidationError, ValueError) as exc:
+            last_problem = " ".join(str(exc).split())[:200]
+            completion.call.error = f"invalid output: {last_problem}"
+            conversation = conversation + [
+                {"role": "assistant", "content": completion.text},
+                {
+                    "role": "user",
+                    "content": f"That was not valid ({last_problem}). Reply again with only the corrected JSON.",
+                },
+            ]
+    raise StructuredOutputError(
+        f"{endpoint.label} ({purpose}) returned invalid {schema_model.__name__} twice: {last_problem}", calls
+    )

@@ -1,0 +1,290 @@
+"""Domain types shared by every stage of the pipeline.
+
+Content types (strategies, prospects, scenarios) are loaded from YAML and frozen.
+Run types (actions, turns, transcripts) are what the engine writes and what the judge,
+metrics and reports read. Private information lives in fields that the prompt builder
+for the other side never reads (see ``prompts.py``); keeping it in separate sub-models
+makes that boundary easy to see and to test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Speaker = Literal["rep", "prospect"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- content
+
+
+class Source(Frozen):
+    """A seed document a piece of content is derived from (cited, never quoted)."""
+
+    title: str = Field(min_length=1)
+    author: str = Field(min_length=1)
+
+
+class Strategy(Frozen):
+    """How the sales rep behaves. Only the rep's prompt reads it; the judge never does."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1)
+    summary: str = Field(min_length=1)
+    guidance: list[str] = Field(min_length=1, description="Behaviours the rep follows, in the rep's voice.")
+    on_price_pushback: str = Field(min_length=1, description="What the rep does when the price is challenged.")
+    anti_pattern: bool = Field(False, description="True for strategies the sources warn against.")
+    sources: list[Source] = Field(min_length=1)
+
+
+class ProspectPrivate(Frozen):
+    """What the prospect knows and the rep must discover. Never reaches the rep's prompt.
+
+    Prices are fractions of the scenario's list price so one persona fits every scenario.
+    """
+
+    real_need: str = Field(min_length=1)
+    budget_ratio: float = Field(gt=0, le=3)
+    walk_away_ratio: float = Field(gt=0, le=3, description="Most the prospect will pay, as a fraction of list.")
+    alternatives: list[str] = Field(default_factory=list)
+    behaviour: list[str] = Field(min_length=1, description="How this prospect acts in the conversation.")
+    wins_them_over: str = Field(min_length=1)
+    shuts_them_down: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _budget_below_walk_away(self) -> ProspectPrivate:
+        if self.budget_ratio > self.walk_away_ratio:
+            raise ValueError("budget_ratio must not exceed walk_away_ratio")
+        return self
+
+
+class ProspectPublic(Frozen):
+    """All the rep may know about the prospect before the call."""
+
+    display_name: str
+    public_profile: str
+
+
+class Prospect(Frozen):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, description="Catalog label (may name the persona's type).")
+    display_name: str = Field(min_length=1, description="What the prospect is called in the dialogue.")
+    public_profile: str = Field(min_length=1, description="What the rep may know before the call.")
+    private: ProspectPrivate
+    sources: list[Source] = Field(min_length=1)
+
+    def public(self) -> ProspectPublic:
+        return ProspectPublic(display_name=self.display_name, public_profile=self.public_profile)
+
+
+class ScenarioPrivate(Frozen):
+    """The rep's side of the deal. Never reaches the prospect's prompt."""
+
+    floor_price: float = Field(gt=0, description="Lowest price the rep may accept.")
+    may_concede: list[str] = Field(default_factory=list)
+    must_not_concede: list[str] = Field(default_factory=list)
+
+
+class ScenarioPublic(Frozen):
+    """What the prospect (and the judge) may know about the deal on the table."""
+
+    title: str
+    product: str
+    seller: str
+    rep_name: str
+    list_price: float
+    currency: str
+    price_unit: str
+
+    def money(self, amount: float) -> str:
+        return f"{amount:,.0f} {self.currency}"
+
+
+class Scenario(Frozen):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    title: str = Field(min_length=1)
+    product: str = Field(min_length=1)
+    seller: str = Field(min_length=1)
+    rep_name: str = Field("Jordan", min_length=1)
+    list_price: float = Field(gt=0)
+    currency: str = "USD"
+    price_unit: str = Field(min_length=1, description="What one price buys, e.g. 'per year for 50 seats'.")
+    rep_private: ScenarioPrivate
+    sources: list[Source] = Field(default_factory=list)
+
+    def public(self) -> ScenarioPublic:
+        return ScenarioPublic(
+            title=self.title,
+            product=self.product,
+            seller=self.seller,
+            rep_name=self.rep_name,
+            list_price=self.list_price,
+            currency=self.currency,
+            price_unit=self.price_unit,
+        )
+
+    @model_validator(mode="after")
+    def _floor_below_list(self) -> Scenario:
+        if self.rep_private.floor_price > self.list_price:
+            raise ValueError("rep_private.floor_price must not exceed list_price")
+        return self
+
+    def money(self, amount: float) -> str:
+        return f"{amount:,.0f} {self.currency}"
+
+
+class ProspectBrief(Frozen):
+    """A prospect's private figures resolved against one scenario's list price."""
+
+    budget: float
+    walk_away_price: float
+
+
+def brief_for(prospect: Prospect, scenario: Scenario) -> ProspectBrief:
+    price = scenario.list_price
+    return ProspectBrief(
+        budget=round(prospect.private.budget_ratio * price, 2),
+        walk_away_price=round(prospect.private.walk_away_ratio * price, 2),
+    )
+
+
+# --------------------------------------------------------------------------- model settings
+
+
+class ModelSettings(Frozen):
+    """Which model plays a role and how it is called. Keys are read from the environment only."""
+
+    model: str = "local"
+    api_base: str | None = None
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(160, gt=0)
+    timeout_s: float = Field(60, gt=0)
+    turn_mode: Literal["auto", "two-call", "one-call"] = "auto"
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+
+    @property
+    def is_local(self) -> bool:
+        return self.model == "local"
+
+
+# --------------------------------------------------------------------------- run records
+
+
+class ActionKind(StrEnum):
+    OFFER = "offer"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    WALK_AWAY = "walk_away"
+    NONE = "none"
+
+
+class Action(Frozen):
+    """What a turn does besides talk. A deal needs an ACCEPT of the other side's standing offer."""
+
+    kind: ActionKind = ActionKind.NONE
+    price: float | None = None
+    terms: str | None = None
+
+    @model_validator(mode="after")
+    def _offer_has_price(self) -> Action:
+        if self.kind is ActionKind.OFFER and (self.price is None or self.price <= 0):
+            raise ValueError("an offer needs a positive price")
+        return self
+
+
+class ModelCall(BaseModel):
+    """One request to a model, successful or not. Tokens are always counted; cost when known."""
+
+    model: str
+    purpose: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    cost_usd: float | None = None
+    attempts: int = 1
+    error: str | None = None
+
+
+class Turn(BaseModel):
+    index: int
+    speaker: Speaker
+    message: str
+    action: Action
+    calls: list[ModelCall] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Engine adjustments, e.g. an invalid accept.")
+
+
+class OutcomeStatus(StrEnum):
+    DEAL = "deal"
+    WALK_AWAY = "walk_away"
+    MAX_TURNS = "max_turns"
+    FAILED = "failed"
+
+
+class Outcome(BaseModel):
+    status: OutcomeStatus
+    price: float | None = None
+    decided_by: Speaker | None = None
+    reason: str | None = None
+
+
+class EpisodeSpec(Frozen):
+    """Everything that determines an episode. Its id is a hash of these axes."""
+
+    strategy: str
+    prospect: str
+    scenario: str
+    seed: int = 1
+    max_turns: int = Field(12, ge=2, le=200)
+    opener: Speaker = "rep"
+    rep_model: ModelSettings = ModelSettings()
+    prospect_model: ModelSettings = ModelSettings()
+
+    @field_validator("strategy", "prospect", "scenario")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def episode_id(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class Cast(BaseModel):
+    """Snapshot of the content an episode used, so a transcript stands on its own."""
+
+    strategy: Strategy
+    prospect: Prospect
+    scenario: Scenario
+    brief: ProspectBrief
+
+
+class Transcript(BaseModel):
+    episode_id: str
+    spec: EpisodeSpec
+    cast: Cast
+    turns: list[Turn] = Field(default_factory=list)
+    failed_turn_calls: list[ModelCall] = Field(
+        default_factory=list, description="Calls behind a turn that never completed (the failure's evidence)."
+    )
+    outcome: Outcome
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    wall_time_s: float = 0.0
+    sandbox_version: str = ""
+
+    @property
+    def calls(self) -> list[ModelCall]:
+        return [call for turn in self.turns for call in turn.calls] + list(self.failed_turn_calls)
