@@ -132,7 +132,6 @@ def make_vcr(cassette_dir: Path | str, record_mode: RecordMode = "none") -> vcr.
         before_record_request=_scrub_request,
         before_record_response=_scrub_response,
         decode_compressed_response=True,
-        allow_playback_repeats=False,
     )
     recorder.register_matcher("sandbox_host", match_host)
     recorder.register_matcher("sandbox_port", match_port)

@@ -166,7 +166,7 @@ class ModelSettings(Frozen):
     model: str = "local"
     api_base: str | None = None
     temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(160, gt=0)
+    max_tokens: int = Field(120, gt=0)
     timeout_s: float = Field(60, gt=0)
     turn_mode: Literal["auto", "two-call", "one-call"] = "auto"
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
