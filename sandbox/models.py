@@ -196,7 +196,7 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 class wait_retry_after:  # noqa: N801 - tenacity's wait strategies are lower-case callables
     """Honour the provider's Retry-After when it sends one; otherwise back off with jitter."""
 
-    def __init__(self, fallback: Any, cap: float = MAX_RETRY_AFTER_SECONDS):
+    def __init__(self, fallback: Any, cap: float | None = None):
         self.fallback = fallback
         self.cap = cap
 
@@ -204,7 +204,7 @@ class wait_retry_after:  # noqa: N801 - tenacity's wait strategies are lower-cas
         exc = state.outcome.exception() if state.outcome else None
         hinted = retry_after_seconds(exc) if exc else None
         if hinted is not None:
-            return min(hinted, self.cap)
+            return min(hinted, self.cap if self.cap is not None else MAX_RETRY_AFTER_SECONDS)
         return float(self.fallback(state))
 
 

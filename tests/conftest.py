@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from sandbox import models  # noqa: E402
+from sandbox.cassettes import record_mode_from_env, use_cassette  # noqa: E402
+from sandbox.catalog import Catalog, load_catalog  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CASSETTES = ROOT / "cassettes"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(ROOT / "personas")
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same retry policy, millisecond back-off, so fault tests stay quick."""
+    monkeypatch.setattr(
+        models, "RETRY_POLICY_FACTORY", lambda: models.retry_policy(max_attempts=4, max_seconds=10, initial_wait=0.01)
+    )
+    monkeypatch.setattr(models, "MAX_RETRY_AFTER_SECONDS", 0.2)
+
+
+@pytest.fixture
+def no_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if an offline test tries to start the embedded server."""
+    from sandbox import local_server
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("this offline test must not start the embedded model server")
+
+    monkeypatch.setattr(local_server.LocalServer, "start", refuse)
+
+
+@contextlib.contextmanager
+def cassette(name: str) -> Iterator[object]:
+    """Replay ``cassettes/<name>``; set SANDBOX_RECORD=1 to record it instead."""
+    with use_cassette(CASSETTES / name, record_mode_from_env()) as recorded:
+        yield recorded
+
+
+def recording() -> bool:
+    return record_mode_from_env() != "none"

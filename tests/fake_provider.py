@@ -1,0 +1,90 @@
+"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1 for tests.
+
+Each request pops the next scripted reply; when the script runs out, the last reply repeats.
+Bounded by construction: it only answers what the test sends, and stops with the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    content: str | None = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_body: str | None = None  # send this instead of a well-formed completion
+
+    def body(self, request_json: dict[str, Any]) -> str:
+        if self.raw_body is not None:
+            return self.raw_body
+        if self.status != 200:
+            return json.dumps({"error": {"message": f"scripted {self.status}", "type": "server_error"}})
+        return json.dumps(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": request_json.get("model", "fake"),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": self.content}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            }
+        )
+
+
+class FakeProvider:
+    """Run in a background thread so synchronous and asynchronous tests can both use it."""
+
+    def __init__(self, script: list[Reply]):
+        self.script = list(script)
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.requests.append(payload)
+        self.headers.append(dict(request.headers))
+        reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        return web.Response(
+            status=reply.status, text=reply.body(payload), headers=reply.headers, content_type="application/json"
+        )
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        self._loop.run_forever()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> FakeProvider:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake provider did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from sandbox.engine import build_cast, negotiate, turn_seed
+from sandbox.schemas import ActionKind, EpisodeSpec, OutcomeStatus
+from tests.scripted import ScriptedPolicy, junk_failure, say
+
+SPEC = EpisodeSpec(strategy="assertive-consultant", prospect="price-haggler", scenario="saas-seats", max_turns=8)
+
+
+async def run(catalog, rep_lines, prospect_lines, spec=SPEC):
+    rep, prospect = ScriptedPolicy(rep_lines), ScriptedPolicy(prospect_lines)
+    transcript = await negotiate(spec, build_cast(spec, catalog), rep, prospect)
+    return transcript, rep, prospect
+
+
+async def test_deal_only_when_the_other_sides_standing_offer_is_accepted(catalog):
+    transcript, _, _ = await run(
+        catalog,
+        [say("What does the manual work cost you today?"), say("I can do 21,600 for two years.", "offer", 21600)],
+        [say("Your price is too high. 18,000.", "offer", 18000), say("Deal at 21,600.", "accept")],
+    )
+    assert transcript.outcome.status is OutcomeStatus.DEAL
+    assert transcript.outcome.price == 21600
+    assert transcript.outcome.decided_by == "prospect"
+    assert [t.speaker for t in transcript.turns] == ["rep", "prospect", "rep", "prospect"]
+
+
+async def test_list_price_is_on_the_table_from_the_start(catalog):
+    transcript, _, _ = await run(catalog, [say("Hello, what brings you here?")], [say("Fine, we take it.", "accept")])
+    assert transcript.outcome.status is OutcomeStatus.DEAL
+    assert transcript.outcome.price == 24000
+
+
+async def test_accept_without_a_standing_offer_is_talk_not_a_deal(catalog):
+    transcript, _, _ = await run(
+        catalog,
+        [say("Hi Dana."), say("Sure, agreed.", "accept"), say("Anything else?")],
+        [say("Hello."), say("Hmm.")],
+        EpisodeSpec(**{**SPEC.model_dump(), "max_turns": 4}),
+    )
+    assert transcript.outcome.status is OutcomeStatus.MAX_TURNS
+    accept_turn = transcript.turns[2]
+    assert accept_turn.action.kind is ActionKind.NONE
+    assert any("no standing offer" in note for note in accept_turn.notes)
+
+
+async def test_rejection_withdraws_the_offer_it_rejects(catalog):
+    transcript, _, _ = await run(
+        catalog,
+        [say("No, I cannot do 15,000.", "reject"), say("OK then.", "accept")],
+        [say("15,000 and we sign.", "offer", 15000), say("Your call.")],
+        EpisodeSpec(**{**SPEC.model_dump(), "opener": "prospect", "max_turns": 4}),
+    )
+    assert transcript.outcome.status is OutcomeStatus.MAX_TURNS
+    assert transcript.turns[3].action.kind is ActionKind.NONE
+
+
+async def test_walk_away_ends_the_episode(catalog):
+    transcript, _, _ = await run(catalog, [say("It is 24,000, take it or leave it.")], [say("Goodbye.", "walk_away")])
+    assert transcript.outcome.status is OutcomeStatus.WALK_AWAY
+    assert transcript.outcome.decided_by == "prospect"
+    assert len(transcript.turns) == 2
+
+
+async def test_max_turns(catalog):
+    transcript, rep, prospect = await run(catalog, [say("Tell me more?")] * 10, [say("Well...")] * 10)
+    assert transcript.outcome.status is OutcomeStatus.MAX_TURNS
+    assert len(transcript.turns) == SPEC.max_turns
+    assert len(rep.requests) == len(prospect.requests) == SPEC.max_turns // 2
+
+
+async def test_model_failure_is_recorded_never_a_deal(catalog):
+    transcript, _, _ = await run(catalog, [say("Hello?"), junk_failure()], [say("Fine, deal.", "accept")])
+    # The prospect accepted the list price on turn 1, so use a failing first turn instead:
+    assert transcript.outcome.status is OutcomeStatus.DEAL
+    transcript, _, _ = await run(catalog, [say("Hello?"), junk_failure()], [say("Hi.")])
+    assert transcript.outcome.status is OutcomeStatus.FAILED
+    assert transcript.outcome.price is None
+    assert "junk twice" in transcript.outcome.reason and transcript.outcome.reason.startswith("turn 2")
+    assert transcript.failed_turn_calls[0].error == "junk"
+    assert len(transcript.turns) == 2
+
+
+async def test_prospect_can_open_and_seeds_differ_per_turn(catalog):
+    spec = EpisodeSpec(**{**SPEC.model_dump(), "opener": "prospect", "seed": 7, "max_turns": 4})
+    transcript, rep, prospect = await run(catalog, [say("a?")] * 2, [say("b")] * 2, spec)
+    assert transcript.turns[0].speaker == "prospect"
+    seeds = [r.seed for r in prospect.requests] + [r.seed for r in rep.requests]
+    assert sorted(seeds) == [turn_seed(7, i) for i in range(4)]
+    # The opener's first prompt carries a cue to start; the other side sees the opener's words.
+    assert prospect.requests[0].conversation[0]["role"] == "user"
+    assert rep.requests[0].conversation[-1] == {"role": "user", "content": "b"}
+
+
+def test_episode_id_is_deterministic_and_sensitive_to_axes():
+    a = EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats", seed=1)
+    assert a.episode_id == EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats").episode_id
+    assert a.episode_id != EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats", seed=2).episode_id
