@@ -131,17 +131,26 @@ _PERMANENT = (
 _CASSETTE_MARKERS = ("Can't overwrite existing cassette", "CannotOverwriteExistingCassetteException")
 
 
-def is_cassette_miss(exc: BaseException) -> bool:
+def cassette_miss_detail(exc: BaseException) -> str | None:
+    """vcrpy's own message (it names the cassette and the request) if ``exc`` is a cassette miss.
+
+    litellm wraps transport errors, so the vcrpy exception is looked for down the cause chain.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
+    found: str | None = None
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if type(current).__name__ == "CannotOverwriteExistingCassetteException":
-            return True
+            return " ".join(str(current).split())
         if any(marker in str(current) for marker in _CASSETTE_MARKERS):
-            return True
+            found = " ".join(str(current).split())
         current = current.__cause__ or current.__context__
-    return False
+    return found
+
+
+def is_cassette_miss(exc: BaseException) -> bool:
+    return cassette_miss_detail(exc) is not None
 
 
 def status_code_of(exc: BaseException) -> int | None:
@@ -216,7 +225,7 @@ def retry_policy(
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
-        wait=wait_retry_after(wait_exponential_jitter(initial=initial_wait, max=20.0)),
+        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial_wait, max=20.0)),
         reraise=True,
     )
 
@@ -309,8 +318,9 @@ async def complete(
                 try:
                     response = await litellm.acompletion(**kwargs)
                 except Exception as exc:
-                    if is_cassette_miss(exc):
-                        raise CassetteMissError(f"cassette miss: {_describe(exc)}") from exc
+                    detail = cassette_miss_detail(exc)
+                    if detail is not None:
+                        raise CassetteMissError(f"cassette miss (never retried): {detail[:500]}") from exc
                     raise
     except CassetteMissError as exc:
         exc.calls = [_failed_call(endpoint, purpose, attempts, started, exc.reason)]

@@ -22,9 +22,13 @@ class ScriptedPolicy:
         if isinstance(line, Exception):
             raise line
         message, action = line
-        call = ModelCall(model="scripted", purpose=f"{request.speaker}:turn", tokens_in=10, tokens_out=5, cost_usd=0.001)
+        call = ModelCall(
+            model="scripted", purpose=f"{request.speaker}:turn", tokens_in=10, tokens_out=5, cost_usd=0.001
+        )
         return TurnResult(message=message, action=action, calls=[call])
 
 
 def junk_failure() -> ModelCallError:
-    return ModelCallError("scripted model returned junk twice", [ModelCall(model="scripted", purpose="x", error="junk")])
+    return ModelCallError(
+        "scripted model returned junk twice", [ModelCall(model="scripted", purpose="x", error="junk")]
+    )

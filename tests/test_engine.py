@@ -95,4 +95,6 @@ async def test_prospect_can_open_and_seeds_differ_per_turn(catalog):
 def test_episode_id_is_deterministic_and_sensitive_to_axes():
     a = EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats", seed=1)
     assert a.episode_id == EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats").episode_id
-    assert a.episode_id != EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats", seed=2).episode_id
+    assert (
+        a.episode_id != EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats", seed=2).episode_id
+    )

@@ -1,0 +1,102 @@
+"""Two full negotiations recorded on the embedded model, replayed with no server and no network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sandbox.cli import app
+from sandbox.metrics import outcome_metrics
+from sandbox.schemas import OutcomeStatus, Transcript
+from tests.conftest import CASSETTES, ROOT
+
+runner = CliRunner()
+
+EPISODES = [
+    (
+        "negotiate-assertive-haggler.yaml",
+        ["--rep", "assertive-consultant", "--prospect", "price-haggler", "--scenario", "saas-seats", "--seed", "1"],
+    ),
+    (
+        "negotiate-eager-king.yaml",
+        [
+            "--rep",
+            "eager-to-please",
+            "--prospect",
+            "demanding-king",
+            "--scenario",
+            "consulting-engagement",
+            "--opener",
+            "prospect",
+            "--seed",
+            "2",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), EPISODES)
+def test_recorded_negotiation_replays_offline(name, args, tmp_path, no_local_server, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "t.json"
+    command = ["negotiate", *args, "--max-turns", "6", "--cassette", str(CASSETTES / name), "--out", str(out)]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    transcript = Transcript.model_validate_json(out.read_text())
+    assert transcript.outcome.status is not OutcomeStatus.FAILED
+    assert len(transcript.turns) >= 1
+    assert all(turn.message.strip() for turn in transcript.turns)
+    # two calls per turn on the embedded model: the message, then the action extraction
+    assert [c.purpose.split(":")[1] for c in transcript.calls][:2] == ["message", "extract"]
+    assert all(c.tokens_in > 0 and c.tokens_out > 0 for c in transcript.calls)
+    metrics = outcome_metrics(transcript)
+    assert metrics.turns == len(transcript.turns) and metrics.model_calls == len(transcript.calls)
+    assert "outcome:" in result.output
+
+    # Replaying again gives the same dialogue: the cassette, not chance, decides.
+    again = tmp_path / "again.json"
+    assert runner.invoke(app, command[:-1] + [str(again)]).exit_code == 0
+    first = [t["message"] for t in json.loads(out.read_text())["turns"]]
+    assert first == [t["message"] for t in json.loads(again.read_text())["turns"]]
+
+
+def test_replay_with_changed_request_fails_as_a_recorded_cassette_miss(tmp_path, no_local_server, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "t.json"
+    name, args = EPISODES[0]
+    command = [
+        "negotiate",
+        *args[:-1],
+        "99",
+        "--max-turns",
+        "6",
+        "--cassette",
+        str(CASSETTES / name),
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1
+    transcript = Transcript.model_validate_json(out.read_text())
+    assert transcript.outcome.status is OutcomeStatus.FAILED
+    assert "cassette miss" in transcript.outcome.reason and name in transcript.outcome.reason
+    assert transcript.failed_turn_calls[0].attempts == 1
+
+
+def test_cli_one_line_errors(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["negotiate", "--prospect", "nobody"])
+    assert result.exit_code == 2
+    assert "unknown prospect 'nobody'" in result.output
+    result = runner.invoke(app, ["negotiate", "--cassette", "cassettes/missing.yaml"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_list_shows_content_with_sources(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    for word in ("assertive-consultant", "humble-equal", "price-haggler", "saas-seats", "Mark Silver"):
+        assert word in result.output
