@@ -42,6 +42,7 @@ class TurnRequest:
     speaker: Speaker
     system_prompt: str
     conversation: list[Message]
+    own_name: str
     other_name: str
     standing_offer: float | None
     currency: str
@@ -157,11 +158,6 @@ def verify_action(action: Action, message: str) -> tuple[Action, str | None]:
     return action, None
 
 
-def _name_from_prompt(system_prompt: str) -> str:
-    match = re.match(r"You are ([^,.]+)", system_prompt)
-    return match.group(1).strip() if match else ""
-
-
 LOCAL_FREQUENCY_PENALTY = 0.5  # the 135M model loops on one sentence without it
 
 
@@ -182,7 +178,6 @@ class TwoCallPolicy:
     async def _message(self, request: TurnRequest) -> tuple[str, list[ModelCall]]:
         calls: list[ModelCall] = []
         messages = [{"role": "system", "content": request.system_prompt}, *request.conversation]
-        own_name = _name_from_prompt(request.system_prompt)
         for attempt in range(2):
             completion = await complete(
                 self.endpoint,
@@ -195,7 +190,7 @@ class TwoCallPolicy:
                 extra=sampling_extras(self.settings),
             )
             calls.append(completion.call)
-            text = clean_message(completion.text, own_name, request.other_name)
+            text = clean_message(completion.text, request.own_name, request.other_name)
             if len(text) >= 2 and re.search(r"[A-Za-z]", text):
                 return text, calls
             completion.call.error = "empty or unusable message"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -213,7 +212,3 @@ def negotiate(
         console.print(f"transcript written to {out}")
     if transcript.outcome.status is OutcomeStatus.FAILED:
         raise typer.Exit(1)
-
-
-def main() -> None:  # pragma: no cover - console entry point convenience
-    app(sys.argv[1:])

@@ -80,12 +80,13 @@ async def negotiate(
 
     for index in range(spec.max_turns):
         other = _other(speaker)
-        state = state_line(speaker, offers[speaker], offers[other], scenario.money)
+        state = state_line(offers[speaker], offers[other], scenario.money)
         cue = opener_cue(speaker, names, scenario.seller)
         request = TurnRequest(
             speaker=speaker,
             system_prompt=system_prompt_for(speaker, cast.strategy, cast.prospect, scenario, cast.brief, state),
             conversation=conversation_for(speaker, [(t.speaker, t.message) for t in turns], cue),
+            own_name=names[speaker],
             other_name=names[other],
             standing_offer=offers[other],
             currency=scenario.currency,

@@ -7,6 +7,7 @@ can read the other side's private fields even by mistake. Templates live in ``pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def conversation_for(speaker: Speaker, turns: list[tuple[Speaker, str]], opener_
     return messages
 
 
-def state_line(speaker: Speaker, own_offer: float | None, their_offer: float | None, money) -> str:  # noqa: ANN001
+def state_line(own_offer: float | None, their_offer: float | None, money: Callable[[float], str]) -> str:
     yours = money(own_offer) if own_offer is not None else "none"
     theirs = money(their_offer) if their_offer is not None else "none"
     return f"Standing offers: yours {yours}; theirs {theirs}."
