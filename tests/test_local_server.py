@@ -38,3 +38,13 @@ async def test_server_starts_answers_and_stops():
         base = server.base_url
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{base}/health", timeout=1.0)
+
+
+@pytest.mark.server
+def test_server_stops_when_the_block_fails():
+    with pytest.raises(RuntimeError, match="boom"), serve_local_model(parallel=1) as server:
+        base = server.base_url
+        assert httpx.get(f"{base}/health").status_code == 200
+        raise RuntimeError("boom")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{base}/health", timeout=1.0)
