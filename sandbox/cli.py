@@ -151,6 +151,11 @@ def negotiate(
     out: Annotated[Path | None, typer.Option("--out", help="Write the transcript JSON here.")] = None,
     cassette: Annotated[Path | None, typer.Option("--cassette", help="Replay model traffic from this file.")] = None,
     record: Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")] = False,
+    judge: Annotated[bool, typer.Option("--judge", help="Score the transcript with the judge at the end.")] = False,
+    judge_model: Annotated[
+        list[str] | None, typer.Option("--judge-model", help="Judge model(s); default: --model. Repeatable.")
+    ] = None,
+    rubric: Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML for --judge.")] = None,
     personas: PersonasOpt = None,
 ) -> None:
     """Run one negotiation, showing the dialogue live, then the outcome and metrics."""
@@ -200,15 +205,174 @@ def negotiate(
     if spec.rep_model.is_local or spec.prospect_model.is_local:
         console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]\n")
 
-    with model_runtime([spec.rep_model, spec.prospect_model], cassette, record, parallel=2) as local_api_base:
+    judges = [_settings(m, api_base) for m in (judge_model or [model])] if judge else []
+    loaded_rubric = _rubric(rubric) if judge else None
+    runtime_models = [spec.rep_model, spec.prospect_model, *judges]
+    with model_runtime(runtime_models, cassette, record, parallel=4 if judge else 2) as local_api_base:
         transcript = asyncio.run(
             run_episode(spec, catalog, local_api_base, on_turn=lambda turn: render_turn(turn, names))
         )
-    metrics = outcome_metrics(transcript)
-    render_outcome(transcript, metrics)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(transcript.model_dump_json(indent=2))
-        console.print(f"transcript written to {out}")
+        metrics = outcome_metrics(transcript)
+        render_outcome(transcript, metrics)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(transcript.model_dump_json(indent=2))
+            console.print(f"transcript written to {out}")
+        if judges and loaded_rubric is not None and transcript.turns:
+            from sandbox.judge import case_from_transcript, judge_panel
+
+            case = case_from_transcript(transcript)
+            panel = asyncio.run(judge_panel(case, loaded_rubric, judges, local_api_base))
+            render_panel(panel, case, loaded_rubric)
+            if out is not None:
+                judged = out.with_suffix(".judgement.json")
+                judged.write_text(panel.model_dump_json(indent=2))
+                console.print(f"judgement written to {judged}")
     if transcript.outcome.status is OutcomeStatus.FAILED:
         raise typer.Exit(1)
+
+
+def _settings(model: str, api_base: str | None) -> ModelSettings:
+    return ModelSettings(model=model, api_base=None if model == "local" else api_base)
+
+
+def _rubric(path: Path | None):  # noqa: ANN202
+    from sandbox.judge import DEFAULT_RUBRIC, load_rubric
+
+    try:
+        return load_rubric(
+            path or (Path.cwd() / "judges" / "rubric.yaml" if (Path.cwd() / "judges").is_dir() else DEFAULT_RUBRIC)
+        )
+    except CatalogError as exc:
+        fail(str(exc))
+
+
+def render_panel(panel, case, rubric) -> None:  # noqa: ANN001
+    """Scores with their evidence: a verified quote is marked ✓, one not found in its turn ✗."""
+    for judgement in panel.judgements:
+        title = f"Judge {judgement.judge_model} ({judgement.rubric_id})"
+        table = Table(title=title, show_lines=True)
+        for col in ("criterion", "score", "evidence", "rationale"):
+            table.add_column(col)
+        for score in judgement.scores:
+            name = rubric.criterion(score.criterion).name
+            if score.score is None:
+                table.add_row(name, "[red]failed[/]", "", escape(score.error or ""))
+                continue
+            quotes = "\n".join(
+                f'{"[green]✓[/]" if e.verified else "[red]✗[/]"} t{e.turn}: "{escape(e.quote)}"' for e in score.evidence
+            )
+            mark = "" if score.supported else " [yellow](unsupported)[/]"
+            table.add_row(name, f"{score.score}{mark}", quotes or "[dim]none[/]", escape(score.rationale))
+        console.print(table)
+        console.print(
+            f"scored {len(judgement.scored)}/{len(judgement.scores)}, unsupported {judgement.unsupported}, "
+            f"failed {len(judgement.failures)}, judge calls {len(judgement.calls)}"
+        )
+        if judgement.self_preference:
+            roles = " and ".join(judgement.self_preference)
+            console.print(f"[bold yellow]warning:[/] the judge model also played the {roles}: self-preference risk")
+    if len(panel.judgements) > 1:
+        table = Table(title="Aggregate over judges")
+        for col in ("criterion", "mean", "spread", "n"):
+            table.add_column(col)
+        for criterion, agg in panel.aggregate.items():
+            table.add_row(criterion, f"{agg.mean:.2f}", f"{agg.spread:.2f}", str(agg.n))
+        console.print(table)
+
+
+@app.command("judge")
+def judge_command(
+    target: Annotated[str, typer.Argument(help="A transcript JSON file, or 'calibrate' to score the calibration set.")],
+    model: Annotated[list[str] | None, typer.Option("--model", help="Judge model(s); repeatable.")] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base", help="OpenAI-compatible server URL.")] = None,
+    rubric: Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML.")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="Calibration set folder.")] = None,
+    verbosity_cases: Annotated[int, typer.Option("--verbosity-cases", help="Cases re-judged with padding.")] = 6,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the judgement / calibration JSON here.")] = None,
+    cassette: Annotated[Path | None, typer.Option("--cassette", help="Replay model traffic from this file.")] = None,
+    record: Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")] = False,
+    personas: PersonasOpt = None,
+) -> None:
+    """Score a transcript against the rubric, or calibrate judge models (`sandbox judge calibrate`)."""
+    from pydantic import ValidationError
+
+    from sandbox.schemas import Transcript
+
+    judges = [_settings(m, api_base) for m in (model or ["local"])]
+    loaded_rubric = _rubric(rubric)
+    if target == "calibrate":
+        _calibrate(judges, loaded_rubric, calibration, verbosity_cases, out, cassette, record, personas)
+        return
+    path = Path(target)
+    try:
+        transcript = Transcript.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        fail(f"{path}: cannot read: {exc.strerror or exc}")
+    except ValidationError as exc:
+        from sandbox.catalog import describe_validation_error
+
+        fail(describe_validation_error(path, exc))
+    from sandbox.judge import case_from_transcript, judge_panel
+
+    case = case_from_transcript(transcript)
+    with model_runtime(judges, cassette, record, parallel=4) as local_api_base:
+        panel = asyncio.run(judge_panel(case, loaded_rubric, judges, local_api_base))
+    render_panel(panel, case, loaded_rubric)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(panel.model_dump_json(indent=2))
+        console.print(f"judgement written to {out}")
+
+
+def _calibrate(judges, rubric, folder, verbosity_cases, out, cassette, record, personas) -> None:  # noqa: ANN001
+    import json
+
+    from sandbox.calibration import DEFAULT_SET, calibrate, load_calibration
+
+    catalog = _catalog(personas)
+    local_set = Path.cwd() / "judges" / "calibration"
+    try:
+        cases = load_calibration(folder or (local_set if local_set.is_dir() else DEFAULT_SET), rubric, catalog)
+    except CatalogError as exc:
+        fail(str(exc))
+    reports = []
+    with model_runtime(judges, cassette, record, parallel=4) as local_api_base:
+        for settings in judges:
+            console.print(f"calibrating {settings.model} on {len(cases)} cases ...")
+            report, _ = asyncio.run(
+                calibrate(cases, rubric, catalog, settings, local_api_base, verbosity_cases=verbosity_cases)
+            )
+            render_calibration(report)
+            reports.append(report)
+    target = out or Path("runs") / "calibration.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps([r.model_dump(mode="json") for r in reports], indent=2) + "\n")
+    console.print(f"calibration written to {target}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render_calibration(report) -> None:  # noqa: ANN001
+    table = Table(title=f"Calibration of {report.judge_model} ({report.cases} cases, rubric {report.rubric_id})")
+    for col in ("criterion", "n", "Spearman", "QW kappa", "MAE"):
+        table.add_column(col, justify="right" if col != "criterion" else "left")
+    for criterion, a in report.per_criterion.items():
+        table.add_row(criterion, str(a.n), _fmt(a.spearman), _fmt(a.qwk), _fmt(a.mae))
+    o = report.overall
+    table.add_row("[bold]overall[/]", str(o.n), _fmt(o.spearman), _fmt(o.qwk), _fmt(o.mae))
+    console.print(table)
+    console.print(
+        f"scored {report.scored}, failed {report.failed}, unsupported evidence share {_fmt(report.unsupported_share)}"
+    )
+    console.print(
+        f"attack success rate: {_fmt(report.attack_success_rate)} over {report.manipulation_cases} manipulation cases"
+    )
+    shift = report.verbosity_shift
+    verdict = "-" if shift is None else ("within" if abs(shift) <= report.verbosity_tolerance else "OUTSIDE")
+    console.print(
+        f"verbosity shift (padded minus plain, mean score): {_fmt(shift)} over {report.verbosity_cases} cases; "
+        f"{verdict} tolerance ±{report.verbosity_tolerance}"
+    )

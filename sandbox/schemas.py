@@ -169,6 +169,9 @@ class ModelSettings(Frozen):
     max_tokens: int = Field(120, gt=0)
     timeout_s: float = Field(60, gt=0)
     turn_mode: Literal["auto", "two-call", "one-call"] = "auto"
+    evidence_mode: Literal["auto", "free", "constrained"] = Field(
+        "auto", description="Judge only: constrain evidence quotes to transcript sentences (auto: local model)."
+    )
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
 
@@ -288,3 +291,102 @@ class Transcript(BaseModel):
     @property
     def calls(self) -> list[ModelCall]:
         return [call for turn in self.turns for call in turn.calls] + list(self.failed_turn_calls)
+
+
+# --------------------------------------------------------------------------- judge
+
+
+class Criterion(Frozen):
+    """One rubric criterion, scored 1-5, with behavioural anchors at levels 1, 3 and 5."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1)
+    about: Literal["rep", "prospect", "both"] = Field(description="Whose turns the criterion is about.")
+    description: str = Field(min_length=1)
+    levels: dict[int, str]
+    sources: list[Source] = Field(min_length=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _anchored(cls, levels: dict[int, str]) -> dict[int, str]:
+        missing = {1, 3, 5} - set(levels)
+        if missing:
+            raise ValueError(f"needs descriptions for levels 1, 3 and 5 (missing {sorted(missing)})")
+        if any(level not in range(1, 6) for level in levels):
+            raise ValueError("levels must be between 1 and 5")
+        return dict(sorted(levels.items()))
+
+
+class Rubric(Frozen):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1)
+    criteria: list[Criterion] = Field(min_length=8, max_length=12)
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique(cls, criteria: list[Criterion]) -> list[Criterion]:
+        ids = [c.id for c in criteria]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate criterion ids: {', '.join(duplicates)}")
+        return criteria
+
+    def criterion(self, criterion_id: str) -> Criterion:
+        for criterion in self.criteria:
+            if criterion.id == criterion_id:
+                return criterion
+        raise KeyError(criterion_id)
+
+
+class Evidence(BaseModel):
+    turn: int
+    quote: str
+    verified: bool = False
+
+
+class CriterionScore(BaseModel):
+    """A judge's verdict on one criterion, or the recorded reason it has none."""
+
+    criterion: str
+    score: int | None = None
+    rationale: str = ""
+    evidence: list[Evidence] = Field(default_factory=list)
+    supported: bool = False
+    error: str | None = None
+
+
+class Judgement(BaseModel):
+    episode_id: str
+    judge_model: str
+    rubric_id: str
+    scores: list[CriterionScore]
+    calls: list[ModelCall] = Field(default_factory=list)
+    self_preference: list[Speaker] = Field(
+        default_factory=list, description="Roles played by the judge's own model: a self-preference risk."
+    )
+
+    @property
+    def scored(self) -> dict[str, int]:
+        return {s.criterion: s.score for s in self.scores if s.score is not None}
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return {s.criterion: s.error for s in self.scores if s.error}
+
+    @property
+    def unsupported(self) -> int:
+        return sum(1 for s in self.scores if s.score is not None and not s.supported)
+
+
+class AggregateScore(BaseModel):
+    mean: float
+    spread: float = Field(description="Population standard deviation across judges.")
+    n: int
+
+
+class JudgePanel(BaseModel):
+    """Several judges on one transcript: each verdict kept, plus the per-criterion aggregate."""
+
+    episode_id: str
+    judgements: list[Judgement]
+    aggregate: dict[str, AggregateScore]
