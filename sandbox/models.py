@@ -95,9 +95,12 @@ def endpoint_for(settings: ModelSettings, local_api_base: str | None = None) -> 
             structured="json_schema",
         )
     model = settings.model
+    api_key = None
     if settings.api_base and "/" not in model:
         model = f"openai/{model}"  # any OpenAI-compatible server
-    return Endpoint(model=model, api_base=settings.api_base)
+        # Many self-hosted servers need no key, but the OpenAI client refuses to start without one.
+        api_key = None if os.environ.get("OPENAI_API_KEY") else LOCAL_API_KEY
+    return Endpoint(model=model, api_base=settings.api_base, api_key=api_key)
 
 
 def supports_json_schema(endpoint: Endpoint) -> bool:
