@@ -100,3 +100,30 @@ def test_list_shows_content_with_sources(monkeypatch):
     assert result.exit_code == 0
     for word in ("assertive-consultant", "humble-equal", "price-haggler", "saas-seats", "Mark Silver"):
         assert word in result.output
+
+
+def test_negotiate_with_judge_against_an_openai_compatible_server(tmp_path, monkeypatch):
+    """One-call turns and the judge, end to end through the CLI, against a loopback fake provider."""
+    from sandbox.schemas import JudgePanel
+    from tests.fake_provider import FakeProvider, Reply
+
+    monkeypatch.chdir(ROOT)
+    # One reply that is both a valid turn and a valid verdict (each schema ignores the other's keys).
+    reply = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
+    reply |= {"score": 4, "rationale": "Agrees plainly.", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+    out = tmp_path / "t.json"
+    with FakeProvider([Reply(content=json.dumps(reply))]) as provider:
+        result = runner.invoke(
+            app,
+            ["negotiate", "--model", "fake-model", "--api-base", provider.api_base, "--judge", "--out", str(out)],
+        )
+    assert result.exit_code == 0, result.output
+    transcript = Transcript.model_validate_json(out.read_text())
+    assert transcript.outcome.status is OutcomeStatus.DEAL and transcript.outcome.price == 24000
+    assert transcript.turns[0].notes  # the rep's accept had nothing to accept
+    assert [c.purpose for c in transcript.calls] == ["rep:turn", "prospect:turn"]
+    panel = JudgePanel.model_validate_json(out.with_suffix(".judgement.json").read_text())
+    (judgement,) = panel.judgements
+    assert len(judgement.scored) == 10 and judgement.unsupported == 0
+    assert judgement.self_preference == ["rep", "prospect"]
+    assert "self-preference risk" in result.output
