@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sandbox.catalog import DEFAULT_ROOT, Catalog, CatalogError, load_catalog
 from sandbox.metrics import OutcomeMetrics, outcome_metrics
-from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Transcript, Turn
+from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Rubric, Transcript, Turn
 
 app = typer.Typer(
     help="negotiation-sandbox: a sales rep and a prospect negotiate; compare rep strategies.",
@@ -34,9 +34,14 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def project_path(relative: str, fallback: Path) -> Path:
+    """Content in the working directory wins (a user's own project); else the package's copy."""
+    local = Path.cwd() / relative
+    return local if local.exists() else fallback
+
+
 def default_personas() -> Path:
-    local = Path.cwd() / "personas"
-    return local if local.is_dir() else DEFAULT_ROOT
+    return project_path("personas", DEFAULT_ROOT)
 
 
 PersonasOpt = Annotated[Path | None, typer.Option("--personas", help="Folder of strategies/, prospects/, scenarios/.")]
@@ -236,15 +241,14 @@ def _settings(model: str, api_base: str | None) -> ModelSettings:
     return ModelSettings(model=model, api_base=None if model == "local" else api_base)
 
 
-def _rubric(path: Path | None):  # noqa: ANN202
+def _rubric(path: Path | None) -> Rubric:
     from sandbox.judge import DEFAULT_RUBRIC, load_rubric
 
     try:
-        return load_rubric(
-            path or (Path.cwd() / "judges" / "rubric.yaml" if (Path.cwd() / "judges").is_dir() else DEFAULT_RUBRIC)
-        )
+        return load_rubric(path or project_path("judges/rubric.yaml", DEFAULT_RUBRIC))
     except CatalogError as exc:
         fail(str(exc))
+        raise  # unreachable
 
 
 def render_panel(panel, case, rubric) -> None:  # noqa: ANN001
@@ -331,9 +335,8 @@ def _calibrate(judges, rubric, folder, verbosity_cases, out, cassette, record, p
     from sandbox.calibration import DEFAULT_SET, calibrate, load_calibration
 
     catalog = _catalog(personas)
-    local_set = Path.cwd() / "judges" / "calibration"
     try:
-        cases = load_calibration(folder or (local_set if local_set.is_dir() else DEFAULT_SET), rubric, catalog)
+        cases = load_calibration(folder or project_path("judges/calibration", DEFAULT_SET), rubric, catalog)
     except CatalogError as exc:
         fail(str(exc))
     reports = []
