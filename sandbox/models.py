@@ -368,13 +368,19 @@ def _failed_call(endpoint: Endpoint, purpose: str, attempts: int, started: float
     )
 
 
-def json_schema_format(schema_model: type[BaseModel]) -> dict[str, Any]:
+def json_schema_format(schema_model: type[BaseModel], strict: bool = True) -> dict[str, Any]:
+    """``response_format`` for a pydantic model.
+
+    ``strict`` only where the server turns any schema into a grammar (llama.cpp): OpenAI's strict
+    mode refuses schemas with optional fields or length limits, which pydantic models often have,
+    so hosted providers get the schema as guidance and the output is validated (and repaired) here.
+    """
     return {
         "type": "json_schema",
         "json_schema": {
             "name": schema_model.__name__,
             "schema": schema_model.model_json_schema(),
-            "strict": True,
+            "strict": strict,
         },
     }
 
@@ -432,7 +438,9 @@ async def complete_structured(
             max_tokens=max_tokens,
             seed=seed,
             timeout_s=timeout_s,
-            response_format=json_schema_format(schema_model) if use_schema else None,
+            response_format=json_schema_format(schema_model, strict=endpoint.structured == "json_schema")
+            if use_schema
+            else None,
         )
         calls.append(completion.call)
         try:

@@ -186,3 +186,15 @@ def test_loopback_addresses_match_each_other_only():
         match_host(req("https://api.openai.com/v1"), req("http://127.0.0.1:1/v1"))
     with pytest.raises(AssertionError):
         match_port(req("https://example.com:443/v1"), req("https://example.com:8443/v1"))
+
+
+async def test_hosted_models_get_the_schema_in_response_format_without_strict_mode(fast_retries):
+    with FakeProvider([Reply(content='{"action": "accept", "price": null}')]) as provider:
+        verdict, _ = await complete_structured(
+            fake(provider.api_base, "openai/gpt-4o-mini"), HELLO, Verdict, purpose="x"
+        )
+        response_format = provider.requests[0]["response_format"]
+    assert verdict.action == "accept"
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is False
+    assert response_format["json_schema"]["schema"]["properties"]["action"]["type"] == "string"
