@@ -89,9 +89,6 @@ def test_verbosity_shift():
     assert verbosity_shift(plain, padded) == 0.5
 
 
-@pytest.mark.skipif(
-    not (CASSETTES / "judge-calibration-local.yaml").exists(), reason="calibration cassette not recorded yet"
-)
 def test_calibration_of_the_embedded_judge_replays_offline(tmp_path, no_local_server, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "calibration.json"
