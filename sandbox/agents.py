@@ -168,6 +168,15 @@ def sampling_extras(settings: ModelSettings) -> dict[str, float | None]:
     return {"frequency_penalty": frequency, "presence_penalty": settings.presence_penalty}
 
 
+def is_echo(text: str, conversation: list[Message]) -> bool:
+    """A tiny model sometimes repeats the line it was given (or the opening cue) instead of answering."""
+    if not conversation or conversation[-1]["role"] != "user":
+        return False
+    said = " ".join(text.lower().split())
+    last = " ".join(conversation[-1]["content"].lower().split())
+    return len(said) >= 10 and said in last
+
+
 class TwoCallPolicy:
     """Message as plain text, then a small grammar-constrained extraction of the action."""
 
@@ -191,6 +200,9 @@ class TwoCallPolicy:
             )
             calls.append(completion.call)
             text = clean_message(completion.text, request.own_name, request.other_name)
+            if is_echo(text, request.conversation):
+                completion.call.error = "message only echoes the other side's last line"
+                continue
             if len(text) >= 2 and re.search(r"[A-Za-z]", text):
                 return text, calls
             completion.call.error = "empty or unusable message"

@@ -62,3 +62,14 @@ def test_endpoints_for_local_hosted_and_openai_compatible_servers():
         assert "embedded server" in exc.reason
     else:
         raise AssertionError("local without a server must fail")
+
+
+def test_echo_of_the_last_line_is_not_an_answer():
+    from sandbox.agents import is_echo
+
+    conversation = [
+        {"role": "user", "content": "Victor has joined the call. Greet Victor and ask your first question."}
+    ]
+    assert is_echo("Greet Victor and ask your first question.", conversation)
+    assert not is_echo("Hello Victor, what brings you to Ledgerline today?", conversation)
+    assert not is_echo("Greet Victor", [{"role": "assistant", "content": "Greet Victor"}])
