@@ -14,10 +14,11 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio  # noqa: E402
+import contextvars  # noqa: E402
 import email.utils  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 import litellm  # noqa: E402
@@ -77,6 +78,7 @@ class Endpoint:
     api_base: str | None = None
     api_key: str | None = None
     structured: str = "auto"  # "json_schema" | "none" | "auto"
+    model_id: str = ""  # the id the user wrote ("local", "openai/gpt-4o-mini"): the key for rate limits
 
     @property
     def label(self) -> str:
@@ -93,6 +95,7 @@ def endpoint_for(settings: ModelSettings, local_api_base: str | None = None) -> 
             api_base=local_api_base,
             api_key=LOCAL_API_KEY,
             structured="json_schema",
+            model_id=settings.model,
         )
     model = settings.model
     api_key = None
@@ -100,7 +103,7 @@ def endpoint_for(settings: ModelSettings, local_api_base: str | None = None) -> 
         model = f"openai/{model}"  # any OpenAI-compatible server
         # Many self-hosted servers need no key, but the OpenAI client refuses to start without one.
         api_key = None if os.environ.get("OPENAI_API_KEY") else LOCAL_API_KEY
-    return Endpoint(model=model, api_base=settings.api_base, api_key=api_key)
+    return Endpoint(model=model, api_base=settings.api_base, api_key=api_key, model_id=settings.model)
 
 
 def supports_json_schema(endpoint: Endpoint) -> bool:
@@ -237,6 +240,38 @@ def retry_policy(
 RETRY_POLICY_FACTORY = retry_policy
 
 
+# --------------------------------------------------------------------------- run-wide call settings
+
+
+@dataclass
+class CallContext:
+    """What a run adds to every call: a response cache and per-model rate limiters (aiolimiter)."""
+
+    cache: Any = None  # sandbox.cache.ResponseCache
+    request_limits: dict[str, Any] = field(default_factory=dict)  # model id -> AsyncLimiter (requests)
+    token_limits: dict[str, Any] = field(default_factory=dict)  # model id -> AsyncLimiter (tokens)
+    calls_made: int = 0
+    cache_hits: int = 0
+
+
+CALL_CONTEXT: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("sandbox_call_context", default=None)
+
+
+def _estimated_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
+    return sum(len(m.get("content") or "") for m in messages) // 4 + max_tokens
+
+
+async def _respect_limits(context: CallContext | None, model: str, tokens: int) -> None:
+    if context is None:
+        return
+    limiter = context.request_limits.get(model)
+    if limiter is not None:
+        await limiter.acquire()
+    token_limiter = context.token_limits.get(model)
+    if token_limiter is not None:
+        await token_limiter.acquire(min(tokens, token_limiter.max_rate))
+
+
 # --------------------------------------------------------------------------- calls
 
 
@@ -312,12 +347,36 @@ async def complete(
     if extra:
         kwargs.update({k: v for k, v in extra.items() if v is not None})
 
+    context = CALL_CONTEXT.get()
+    cache_key = None
+    if context is not None and context.cache is not None:
+        from sandbox.cache import request_key
+
+        payload = {k: v for k, v in kwargs.items() if k not in {"model", "api_base", "api_key", "timeout"}}
+        cache_key = request_key(endpoint.model, endpoint.api_base, payload)
+        hit = context.cache.get(cache_key)
+        if hit is not None:
+            context.cache_hits += 1
+            call = ModelCall(
+                model=endpoint.label,
+                purpose=purpose,
+                tokens_in=hit["tokens_in"],
+                tokens_out=hit["tokens_out"],
+                cost_usd=None,
+                attempts=0,
+                cached=True,
+            )
+            return Completion(text=hit["text"], call=call)
+
     attempts = 0
     started = time.perf_counter()
     try:
         async for attempt in RETRY_POLICY_FACTORY():
             with attempt:
                 attempts += 1
+                await _respect_limits(context, endpoint.model_id, _estimated_tokens(messages, max_tokens))
+                if context is not None:
+                    context.calls_made += 1
                 try:
                     response = await litellm.acompletion(**kwargs)
                 except Exception as exc:
@@ -355,6 +414,10 @@ async def complete(
     )
     if not choices:
         raise ModelCallError(f"{endpoint.label} ({purpose}) returned no choices", [call])
+    if cache_key is not None:
+        context.cache.set(  # type: ignore[union-attr]
+            cache_key, {"text": text, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost": call.cost_usd}
+        )
     return Completion(text=text, call=call)
 
 

@@ -214,7 +214,8 @@ class ModelCall(BaseModel):
     tokens_out: int = 0
     latency_s: float = 0.0
     cost_usd: float | None = None
-    attempts: int = 1
+    attempts: int = Field(1, description="Requests sent; 0 when answered from the local cache.")
+    cached: bool = False
     error: str | None = None
 
 

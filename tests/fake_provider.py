@@ -21,6 +21,7 @@ class Reply:
     content: str | None = "ok"
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: str | None = None  # send this instead of a well-formed completion
+    delay_s: float = 0.0
 
     def body(self, request_json: dict[str, Any]) -> str:
         if self.raw_body is not None:
@@ -58,6 +59,8 @@ class FakeProvider:
         self.requests.append(payload)
         self.headers.append(dict(request.headers))
         reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
         return web.Response(
             status=reply.status, text=reply.body(payload), headers=reply.headers, content_type="application/json"
         )

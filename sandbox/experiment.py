@@ -1,0 +1,151 @@
+"""Experiment specs: the axes of a strategy comparison, and their expansion into episodes.
+
+The grid is complete (every strategy meets the same prospect x scenario x seed x opener x model
+pair), so strategy comparisons are paired by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sandbox.catalog import Catalog, CatalogError, load_model
+from sandbox.schemas import EpisodeSpec, ModelSettings, Speaker
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+
+
+class RoleModels(BaseModel):
+    """Models per role. A list varies that role's model; rep x prospect lists give a cross-play matrix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rep: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings()], min_length=1)
+    prospect: list[ModelSettings] = Field(default_factory=lambda: [ModelSettings()], min_length=1)
+    judge: list[ModelSettings] = Field(default_factory=list)
+
+    @field_validator("rep", "prospect", "judge", mode="before")
+    @classmethod
+    def _strings_are_model_ids(cls, value: object) -> object:
+        if isinstance(value, str | dict):
+            value = [value]
+        if isinstance(value, list):
+            return [{"model": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    strategies: list[str] = Field(min_length=1)
+    prospects: list[str] = Field(min_length=1)
+    scenarios: list[str] = Field(min_length=1)
+    seeds: int | list[int] = Field(1, description="A count (1..n) or an explicit list.")
+    openers: Literal["rep", "prospect", "both"] | list[Speaker] = "rep"
+    models: RoleModels = Field(default_factory=RoleModels)
+    max_turns: int = Field(12, ge=2, le=200)
+    temperature: float | None = Field(None, ge=0, le=2, description="Overrides every agent model's temperature.")
+    concurrency: int = Field(4, ge=1, le=1024)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict, description="Keyed by model id.")
+    baseline: str | None = None
+    budget_usd: float | None = Field(None, gt=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a seed count must be at least 1")
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a seed list must be non-empty and without repeats")
+        return value
+
+    @model_validator(mode="after")
+    def _baseline_is_a_strategy(self) -> ExperimentSpec:
+        if self.baseline is not None and self.baseline not in self.strategies:
+            raise ValueError(f"baseline '{self.baseline}' is not one of the strategies")
+        for axis in ("strategies", "prospects", "scenarios"):
+            values = getattr(self, axis)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{axis} has repeated ids")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(1, self.seeds + 1)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    @property
+    def opener_list(self) -> list[Speaker]:
+        if self.openers == "both":
+            return ["rep", "prospect"]
+        if isinstance(self.openers, str):
+            return [self.openers]  # type: ignore[list-item]
+        return list(dict.fromkeys(self.openers))
+
+    @property
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def all_models(self) -> list[ModelSettings]:
+        return [*self.models.rep, *self.models.prospect, *self.models.judge]
+
+
+def load_experiment(path: Path | str, catalog: Catalog | None = None) -> ExperimentSpec:
+    """Parse and validate a spec; with a catalog, also check that every id exists."""
+    path = Path(path)
+    spec = load_model(path, ExperimentSpec)
+    if catalog is not None:
+        for field, known in (
+            ("strategies", catalog.strategies),
+            ("prospects", catalog.prospects),
+            ("scenarios", catalog.scenarios),
+        ):
+            for item in getattr(spec, field):
+                if item not in known:
+                    raise CatalogError(
+                        f"{path}: field '{field}': unknown id '{item}' (known: {', '.join(sorted(known))})"
+                    )
+    return spec
+
+
+def _with_temperature(settings: ModelSettings, temperature: float | None) -> ModelSettings:
+    return settings if temperature is None else settings.model_copy(update={"temperature": temperature})
+
+
+def expand(spec: ExperimentSpec) -> list[EpisodeSpec]:
+    """Every episode of the full grid, in a stable order, each with its deterministic id."""
+    episodes = []
+    for scenario, prospect, seed, opener, rep_model, prospect_model, strategy in itertools.product(
+        spec.scenarios,
+        spec.prospects,
+        spec.seed_list,
+        spec.opener_list,
+        spec.models.rep,
+        spec.models.prospect,
+        spec.strategies,
+    ):
+        episodes.append(
+            EpisodeSpec(
+                strategy=strategy,
+                prospect=prospect,
+                scenario=scenario,
+                seed=seed,
+                max_turns=spec.max_turns,
+                opener=opener,
+                rep_model=_with_temperature(rep_model, spec.temperature),
+                prospect_model=_with_temperature(prospect_model, spec.temperature),
+            )
+        )
+    return episodes

@@ -1,0 +1,30 @@
+"""What an experiment writes per episode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from sandbox.metrics import OutcomeMetrics
+from sandbox.schemas import EpisodeSpec, Judgement, Transcript
+
+
+class EpisodeResult(BaseModel):
+    """One finished episode: outcome metrics and judgements together, or the reason it failed."""
+
+    run_id: str
+    episode_id: str
+    spec: EpisodeSpec
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    transcript: Transcript | None = None
+    metrics: OutcomeMetrics | None = None
+    judgements: list[Judgement] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    tokens: int = 0
+    model_calls: int = 0
+    cached_calls: int = 0
+    wall_time_s: float = 0.0
+    finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

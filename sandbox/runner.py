@@ -1,0 +1,276 @@
+"""Run an experiment: every episode of the grid, concurrently, resumable, within a budget.
+
+Each finished episode (negotiation, metrics and judgements together) is appended to the run's
+``episodes.jsonl`` at once, so an interrupted run resumes where it stopped and never pays twice:
+finished ids are skipped, and the response cache answers repeated requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiolimiter import AsyncLimiter
+from pydantic import BaseModel
+
+from sandbox.catalog import Catalog
+from sandbox.engine import run_episode
+from sandbox.experiment import ExperimentSpec, expand
+from sandbox.judge import case_from_transcript, judge
+from sandbox.metrics import outcome_metrics
+from sandbox.models import CALL_CONTEXT, CallContext
+from sandbox.results import EpisodeResult
+from sandbox.schemas import EpisodeSpec, OutcomeStatus, Rubric
+from sandbox.store import RunStore, environment, latest_results
+
+OnResult = Callable[[EpisodeResult], None]
+OnStart = Callable[[EpisodeSpec], None]
+
+
+class SpecMismatchError(ValueError):
+    """A resumed run folder was started from a different spec."""
+
+
+@dataclass
+class RunOptions:
+    retry_failed: bool = False
+    max_cost_usd: float | None = None
+    cache: object | None = None  # sandbox.cache.ResponseCache
+    on_start: OnStart | None = None
+    on_result: OnResult | None = None
+
+
+@dataclass
+class Plan:
+    """What a (possibly resumed) run still has to do."""
+
+    planned: list[EpisodeSpec]
+    todo: list[EpisodeSpec]
+    finished: dict[str, EpisodeResult] = field(default_factory=dict)
+
+    @property
+    def prior_cost(self) -> float:
+        return sum(r.cost_usd for r in self.finished.values())
+
+
+class StrategyLine(BaseModel):
+    episodes: int
+    failed: int
+    deal_rate: float | None
+    mean_score: float | None
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    folder: str
+    planned: int
+    finished_before: int
+    ran: int
+    ok: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    not_started: int
+    stopped_for_budget: bool
+    budget_usd: float | None
+    cost_usd: float
+    run_cost_usd: float
+    calls_made: int
+    cache_hits: int
+    wall_time_s: float
+    per_strategy: dict[str, StrategyLine]
+
+
+def plan_run(spec: ExperimentSpec, folder: Path, retry_failed: bool) -> Plan:
+    planned = expand(spec)
+    finished = {k: v for k, v in latest_results(folder).items() if k in {e.episode_id for e in planned}}
+    if retry_failed:
+        finished = {k: v for k, v in finished.items() if v.status == "ok"}
+    todo = [e for e in planned if e.episode_id not in finished]
+    return Plan(planned=planned, todo=todo, finished=finished)
+
+
+def manifest_for(spec: ExperimentSpec, run_id: str, spec_path: str | None, planned: int) -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "spec_path": spec_path,
+        "spec_fingerprint": spec.fingerprint,
+        "spec": spec.model_dump(mode="json"),
+        "planned_episodes": planned,
+        "models": sorted({m.model for m in spec.all_models()}),
+        "environment": environment(),
+    }
+
+
+def check_resumable(store: RunStore, spec: ExperimentSpec) -> str:
+    """The run id of a folder started from this very spec; anything else is refused in one line."""
+    if not store.manifest_path.exists():
+        raise SpecMismatchError(f"{store.folder}: no {store.manifest_path.name}; not a run folder")
+    manifest = store.read_manifest()
+    if manifest.get("spec_fingerprint") != spec.fingerprint:
+        raise SpecMismatchError(
+            f"{store.folder}: started from a different spec (fingerprint {manifest.get('spec_fingerprint')}, "
+            f"now {spec.fingerprint}); start a new run instead"
+        )
+    return str(manifest["run_id"])
+
+
+def short_reason(error: str | None) -> str:
+    """Group failures: the error's kind, without request-specific detail."""
+    if not error:
+        return "unknown"
+    text = error.split(": ", 1)[1] if error.startswith("turn ") else error
+    for marker in ("cassette miss", "returned invalid", "gave no usable message", "failed after", "no choices"):
+        if marker in text:
+            head = text.split(" (", 1)[0] if marker == "failed after" else ""
+            return f"{head} {marker}".strip() if head else marker
+    return text[:60]
+
+
+def limiters(spec: ExperimentSpec) -> tuple[dict[str, AsyncLimiter], dict[str, AsyncLimiter]]:
+    requests = {
+        m: AsyncLimiter(r.requests_per_minute, 60) for m, r in spec.rate_limits.items() if r.requests_per_minute
+    }
+    tokens = {m: AsyncLimiter(r.tokens_per_minute, 60) for m, r in spec.rate_limits.items() if r.tokens_per_minute}
+    return requests, tokens
+
+
+async def run_one(
+    run_id: str,
+    episode: EpisodeSpec,
+    spec: ExperimentSpec,
+    catalog: Catalog,
+    rubric: Rubric | None,
+    local_api_base: str | None,
+) -> EpisodeResult:
+    started = time.perf_counter()
+    try:
+        transcript = await run_episode(episode, catalog, local_api_base)
+    except Exception as exc:  # a bug or bad input must not take the run down: it is recorded
+        return EpisodeResult(
+            run_id=run_id,
+            episode_id=episode.episode_id,
+            spec=episode,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            wall_time_s=round(time.perf_counter() - started, 3),
+        )
+    judgements = []
+    if transcript.outcome.status is not OutcomeStatus.FAILED and rubric is not None and transcript.turns:
+        case = case_from_transcript(transcript)
+        for settings in spec.models.judge:
+            judgements.append(await judge(case, rubric, settings, local_api_base, seed=episode.seed))
+    calls = transcript.calls + [c for j in judgements for c in j.calls]
+    failed = transcript.outcome.status is OutcomeStatus.FAILED
+    return EpisodeResult(
+        run_id=run_id,
+        episode_id=episode.episode_id,
+        spec=episode,
+        status="failed" if failed else "ok",
+        error=transcript.outcome.reason if failed else None,
+        transcript=transcript,
+        metrics=outcome_metrics(transcript),
+        judgements=judgements,
+        cost_usd=sum(c.cost_usd or 0.0 for c in calls),
+        tokens=sum(c.tokens_in + c.tokens_out for c in calls if not c.cached),
+        model_calls=sum(1 for c in calls if not c.cached),
+        cached_calls=sum(1 for c in calls if c.cached),
+        wall_time_s=round(time.perf_counter() - started, 3),
+    )
+
+
+async def run_experiment(
+    spec: ExperimentSpec,
+    catalog: Catalog,
+    rubric: Rubric | None,
+    store: RunStore,
+    run_id: str,
+    plan: Plan,
+    local_api_base: str | None,
+    options: RunOptions,
+) -> RunSummary:
+    started = time.perf_counter()
+    budget = (
+        min(b for b in (options.max_cost_usd, spec.budget_usd) if b is not None)
+        if (options.max_cost_usd is not None or spec.budget_usd is not None)
+        else None
+    )
+    request_limits, token_limits = limiters(spec)
+    context = CallContext(cache=options.cache, request_limits=request_limits, token_limits=token_limits)
+    token = CALL_CONTEXT.set(context)
+    queue: asyncio.Queue[EpisodeSpec] = asyncio.Queue()
+    for episode in plan.todo:
+        queue.put_nowait(episode)
+    results: list[EpisodeResult] = []
+    spent = {"cost": plan.prior_cost}
+    stopped = {"budget": False}
+
+    async def worker() -> None:
+        while True:
+            if budget is not None and spent["cost"] >= budget:
+                stopped["budget"] = True
+                return
+            try:
+                episode = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if options.on_start:
+                options.on_start(episode)
+            result = await run_one(run_id, episode, spec, catalog, rubric, local_api_base)
+            store.append(result)
+            results.append(result)
+            spent["cost"] += result.cost_usd
+            if options.on_result:
+                options.on_result(result)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(1, len(plan.todo))))))
+    finally:
+        CALL_CONTEXT.reset(token)
+
+    everything = {**plan.finished, **{r.episode_id: r for r in results}}
+    failures = Counter(short_reason(r.error) for r in everything.values() if r.status == "failed")
+    return RunSummary(
+        run_id=run_id,
+        folder=str(store.folder),
+        planned=len(plan.planned),
+        finished_before=len(plan.finished),
+        ran=len(results),
+        ok=sum(1 for r in everything.values() if r.status == "ok"),
+        failed=sum(1 for r in everything.values() if r.status == "failed"),
+        failures_by_reason=dict(failures.most_common()),
+        not_started=queue.qsize(),
+        stopped_for_budget=stopped["budget"] and queue.qsize() > 0,
+        budget_usd=budget,
+        cost_usd=round(spent["cost"], 6),
+        run_cost_usd=round(sum(r.cost_usd for r in results), 6),
+        calls_made=context.calls_made,
+        cache_hits=context.cache_hits,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        per_strategy=per_strategy(list(everything.values())),
+    )
+
+
+def mean_rubric_score(result: EpisodeResult) -> float | None:
+    scores = [s for j in result.judgements for s in j.scored.values()]
+    return sum(scores) / len(scores) if scores else None
+
+
+def per_strategy(results: list[EpisodeResult]) -> dict[str, StrategyLine]:
+    lines: dict[str, StrategyLine] = {}
+    for strategy in sorted({r.spec.strategy for r in results}):
+        mine = [r for r in results if r.spec.strategy == strategy]
+        ok = [r for r in mine if r.status == "ok" and r.metrics is not None]
+        scores = [s for s in (mean_rubric_score(r) for r in ok) if s is not None]
+        lines[strategy] = StrategyLine(
+            episodes=len(mine),
+            failed=len(mine) - len(ok),
+            deal_rate=sum(r.metrics.deal for r in ok) / len(ok) if ok else None,  # type: ignore[union-attr]
+            mean_score=sum(scores) / len(scores) if scores else None,
+        )
+    return lines

@@ -1,0 +1,140 @@
+"""A run folder on disk: ``manifest.json`` plus ``episodes.jsonl``, one flushed line per finished episode.
+
+Appending one line per episode means a run killed at any moment loses at most the line being
+written; reading tolerates (and the next writer trims) a torn last line. A file lock keeps two
+processes from writing the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+
+from sandbox.results import EpisodeResult
+
+EPISODES = "episodes.jsonl"
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+PACKAGES = ["negotiation-sandbox", "litellm", "openai", "pydantic", "xllamacpp", "vcrpy", "tenacity"]
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing this run folder."""
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment() -> dict[str, object]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def new_run_id(spec_id: str) -> str:
+    return f"{spec_id}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunStore:
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self._lock = FileLock(str(self.folder / LOCK), timeout=0)
+
+    @property
+    def episodes_path(self) -> Path:
+        return self.folder / EPISODES
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST
+
+    def __enter__(self) -> RunStore:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RunLockedError(f"{self.folder} is being written by another sandbox process") from None
+        self._trim_torn_line()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def write_manifest(self, manifest: dict[str, object]) -> None:
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        tmp.replace(self.manifest_path)
+
+    def read_manifest(self) -> dict[str, object]:
+        return json.loads(self.manifest_path.read_text())
+
+    def _trim_torn_line(self) -> None:
+        path = self.episodes_path
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        with path.open("rb+") as handle:
+            data = handle.read()
+            if data.endswith(b"\n"):
+                return
+            handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, result: EpisodeResult) -> None:
+        line = result.model_dump_json() + "\n"
+        with self.episodes_path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_results(folder: Path | str) -> Iterator[EpisodeResult]:
+    """Every complete line, in order; a torn or unreadable line is skipped, never fatal."""
+    path = Path(folder) / EPISODES
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break
+            try:
+                yield EpisodeResult.model_validate_json(line)
+            except ValidationError:
+                continue
+
+
+def latest_results(folder: Path | str) -> dict[str, EpisodeResult]:
+    """The last line per episode id: a retried failure is superseded by its retry."""
+    latest: dict[str, EpisodeResult] = {}
+    for result in read_results(folder):
+        latest[result.episode_id] = result
+    return latest

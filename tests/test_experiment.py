@@ -1,0 +1,249 @@
+"""Experiment specs and the runner, against a loopback fake provider with known prices."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sandbox.catalog import CatalogError
+from sandbox.cli import app
+from sandbox.experiment import ExperimentSpec, expand, load_experiment
+from sandbox.store import RunLockedError, RunStore, latest_results, read_results
+from tests.conftest import ROOT
+from tests.fake_provider import FakeProvider, Reply
+
+runner = CliRunner()
+
+# One reply that is a valid one-call turn and a valid judge verdict: the prospect accepts list price.
+DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
+DEAL |= {"score": 4, "rationale": "Agrees plainly.", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+
+
+def spec_file(tmp_path: Path, api_base: str, **overrides) -> Path:
+    model = {"model": "openai/gpt-4o-mini", "api_base": api_base}
+    spec = {
+        "id": "fake",
+        "strategies": ["eager-to-please", "assertive-consultant"],
+        "prospects": ["price-haggler", "skeptic"],
+        "scenarios": ["saas-seats"],
+        "seeds": 2,
+        "max_turns": 4,
+        "models": {"rep": model, "prospect": model, "judge": {**model, "model": "openai/gpt-4o"}},
+        "concurrency": 4,
+        "baseline": "eager-to-please",
+    } | overrides
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-runner-not-a-real-key")
+    monkeypatch.chdir(ROOT)
+
+
+def run_cli(*args: str) -> object:
+    return runner.invoke(app, ["run", *args])
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_quickstart_and_realistic_specs_load(catalog):
+    quick = load_experiment(ROOT / "experiments" / "quickstart.yaml", catalog)
+    assert all(m.is_local for m in quick.all_models())
+    big = load_experiment(ROOT / "experiments" / "strategies-gpt4o-mini.yaml", catalog)
+    assert len(expand(big)) == 7 * 6 * 3 * 5 * 2
+
+
+def test_grid_is_paired_and_ids_are_stable():
+    spec = ExperimentSpec(
+        id="x",
+        strategies=["a", "b", "c"],
+        prospects=["p", "q"],
+        scenarios=["s"],
+        seeds=[3, 5],
+        openers="both",
+        models={"rep": ["m1", "m2"], "prospect": "m3"},
+    )
+    episodes = expand(spec)
+    assert len(episodes) == 3 * 2 * 2 * 2 * 2
+    assert len({e.episode_id for e in episodes}) == len(episodes)
+    assert [e.episode_id for e in expand(spec)] == [e.episode_id for e in episodes]
+
+    def cell(e):
+        return (e.prospect, e.scenario, e.seed, e.opener, e.rep_model.model, e.prospect_model.model)
+
+    cells = {s: {cell(e) for e in episodes if e.strategy == s} for s in spec.strategies}
+    assert cells["a"] == cells["b"] == cells["c"]  # every strategy meets the same conditions
+
+
+def test_bad_specs_are_one_line_errors(tmp_path, catalog):
+    path = spec_file(tmp_path, "http://127.0.0.1:9/v1", prospects=["nobody"])
+    with pytest.raises(CatalogError) as exc:
+        load_experiment(path, catalog)
+    assert "\n" not in str(exc.value) and "field 'prospects'" in str(exc.value) and "nobody" in str(exc.value)
+    path = spec_file(tmp_path, "http://127.0.0.1:9/v1", concurrency="many")
+    with pytest.raises(CatalogError, match="field 'concurrency'"):
+        load_experiment(path, catalog)
+    path = spec_file(tmp_path, "http://127.0.0.1:9/v1", baseline="humble-equal")
+    with pytest.raises(CatalogError, match="baseline"):
+        load_experiment(path, catalog)
+    result = run_cli(str(path))
+    assert result.exit_code == 2 and "baseline" in result.output
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_run_writes_results_manifest_and_table(tmp_path):
+    with FakeProvider([Reply(content=json.dumps(DEAL))]) as provider:
+        path = spec_file(tmp_path, provider.api_base)
+        result = run_cli(str(path), "--runs-dir", str(tmp_path / "runs"), "--no-cache")
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    results = list(read_results(folder))
+    assert len(results) == 8 and {r.status for r in results} == {"ok"}
+    assert all(r.metrics.deal and r.judgements and r.cost_usd > 0 for r in results)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["planned_episodes"] == 8 and manifest["environment"]["packages"]["litellm"]
+    frame = pd.read_parquet(folder / "results.parquet")
+    assert len(frame) == 8 and frame["score_discovery"].eq(4).all() and frame["m_deal"].all()
+    assert {"strategy", "prospect", "scenario", "seed", "opener", "rep_model", "judge_model"} <= set(frame.columns)
+    assert "Per strategy" in result.output and "8/8 episodes finished" in result.output
+    assert runner.invoke(app, ["export", str(folder), "--format", "csv"]).exit_code == 0
+    assert len(pd.read_csv(folder / "results.csv")) == 8
+
+
+def test_failures_are_recorded_and_can_be_retried(tmp_path, fast_retries):
+    runs = tmp_path / "runs"
+    with FakeProvider([Reply(status=401)]) as provider:
+        path = spec_file(tmp_path, provider.api_base)
+        result = run_cli(str(path), "--runs-dir", str(runs), "--no-cache")
+    assert result.exit_code == 0, result.output
+    (folder,) = runs.iterdir()
+    failed = list(read_results(folder))
+    assert len(failed) == 8 and all(r.status == "failed" and "AuthenticationError" in r.error for r in failed)
+    assert "failures:" in result.output
+    with FakeProvider([Reply(content=json.dumps(DEAL))]) as provider:
+        path = spec_file(tmp_path, provider.api_base)
+        # a new provider port changes the spec: the runner refuses to mix specs in one folder
+        mismatch = run_cli(str(path), "--resume", str(folder), "--retry-failed", "--no-cache")
+        assert mismatch.exit_code == 2 and "different spec" in mismatch.output
+    latest = latest_results(folder)
+    assert len(latest) == 8
+
+
+def test_retry_failed_reruns_only_failures(tmp_path, fast_retries):
+    runs = tmp_path / "runs"
+    with FakeProvider([Reply(content=json.dumps(DEAL))]) as provider:
+        path = spec_file(tmp_path, provider.api_base)
+        assert run_cli(str(path), "--runs-dir", str(runs), "--no-cache").exit_code == 0
+        (folder,) = runs.iterdir()
+        # Turn two results into failures, as a flaky provider would have.
+        lines = (folder / "episodes.jsonl").read_text().splitlines()
+        broken = []
+        for i, line in enumerate(lines):
+            record = json.loads(line)
+            if i < 2:
+                record |= {"status": "failed", "error": "turn 0: simulated outage"}
+            broken.append(json.dumps(record))
+        (folder / "episodes.jsonl").write_text("\n".join(broken) + "\n")
+        plain = run_cli(str(path), "--resume", str(folder), "--no-cache")
+        assert "0 to run" in plain.output
+        retried = run_cli(str(path), "--resume", str(folder), "--retry-failed", "--no-cache")
+    assert retried.exit_code == 0, retried.output
+    assert "2 to run" in retried.output
+    latest = latest_results(folder)
+    assert len(latest) == 8 and all(r.status == "ok" for r in latest.values())
+    assert len(list(read_results(folder))) == 10  # history kept; the table uses the latest line
+
+
+def test_second_run_with_cache_makes_no_model_calls(tmp_path):
+    cache = tmp_path / "cache"
+    with FakeProvider([Reply(content=json.dumps(DEAL))]) as provider:
+        path = spec_file(tmp_path, provider.api_base)
+        first = run_cli(str(path), "--runs-dir", str(tmp_path / "a"), "--cache-dir", str(cache))
+        sent = len(provider.requests)
+        second = run_cli(str(path), "--runs-dir", str(tmp_path / "b"), "--cache-dir", str(cache))
+        assert len(provider.requests) == sent  # nothing new reached the provider
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert "model calls 0," in second.output and "cost $0.0000" in second.output
+    (folder,) = (tmp_path / "b").iterdir()
+    assert all(r.cached_calls > 0 and r.model_calls == 0 for r in read_results(folder))
+
+
+def test_budget_stops_starting_episodes_and_resume_continues(tmp_path):
+    runs = tmp_path / "runs"
+    with FakeProvider([Reply(content=json.dumps(DEAL))]) as provider:
+        path = spec_file(tmp_path, provider.api_base, concurrency=1)
+        stopped = run_cli(str(path), "--runs-dir", str(runs), "--no-cache", "--max-cost", "0.0001")
+        assert stopped.exit_code == 0, stopped.output
+        (folder,) = runs.iterdir()
+        done = list(read_results(folder))
+        assert 1 <= len(done) < 8
+        assert "budget reached" in stopped.output
+        resumed = run_cli(str(path), "--resume", str(folder), "--no-cache")
+    assert resumed.exit_code == 0, resumed.output
+    ids = [r.episode_id for r in read_results(folder)]
+    assert len(ids) == 8 and len(set(ids)) == 8
+
+
+def test_a_run_folder_has_one_writer(tmp_path):
+    with (
+        RunStore(tmp_path / "run"),
+        pytest.raises(RunLockedError, match="another sandbox process"),
+        RunStore(tmp_path / "run"),
+    ):
+        pass
+
+
+def test_torn_last_line_is_trimmed_on_resume(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "episodes.jsonl").write_text('{"run_id": "x"')  # killed mid-write
+    assert list(read_results(folder)) == []
+    with RunStore(folder):
+        pass
+    assert (folder / "episodes.jsonl").read_text() == ""
+
+
+def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path):
+    runs = tmp_path / "runs"
+    with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
+        path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test-runner-not-a-real-key"}
+        command = [sys.executable, "-c", "from sandbox.cli import app; app()", "run", str(path)]
+        command += ["--runs-dir", str(runs), "--no-cache"]
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        folder = None
+        while time.monotonic() < deadline:
+            found = list(runs.glob("*/episodes.jsonl")) if runs.exists() else []
+            if found and len(found[0].read_text().splitlines()) >= 3:
+                folder = found[0].parent
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        assert folder is not None, "the run never wrote three episodes"
+        before = len(list(read_results(folder)))
+        assert 3 <= before < 16
+        resumed = run_cli(str(path), "--resume", str(folder), "--no-cache")
+    assert resumed.exit_code == 0, resumed.output
+    ids = [r.episode_id for r in read_results(folder)]
+    counts = Counter(ids)
+    assert len(counts) == 16 and max(counts.values()) == 1
+    print(f"SIGKILL after {before} episodes; after resume {len(ids)} lines, {len(counts)} distinct ids")
