@@ -195,6 +195,7 @@ def test_budget_stops_starting_episodes_and_resume_continues(tmp_path):
         done = list(read_results(folder))
         assert 1 <= len(done) < 8
         assert "budget reached" in stopped.output
+        print(stopped.output)
         resumed = run_cli(str(path), "--resume", str(folder), "--no-cache")
     assert resumed.exit_code == 0, resumed.output
     ids = [r.episode_id for r in read_results(folder)]
