@@ -17,7 +17,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from sandbox.catalog import Catalog, CatalogError, describe_validation_error, read_yaml
-from sandbox.judge import JudgeCase, JudgeTurn, judge
+from sandbox.judge import JudgeCase, JudgeTurn, deal_context, judge
 from sandbox.schemas import Judgement, ModelSettings, Rubric, Speaker
 
 DEFAULT_SET = Path(__file__).resolve().parent.parent / "judges" / "calibration"
@@ -92,8 +92,7 @@ def to_judge_case(case: CalibrationCase, catalog: Catalog, pad_rep: bool = False
         turns.append(JudgeTurn(index=index, speaker=speaker, text=text))
     return JudgeCase(
         episode_id=f"calibration:{case.id}" + (":padded" if pad_rep else ""),
-        context=f"{scenario.seller} sells {scenario.product} List price: "
-        f"{scenario.money(scenario.list_price)} {scenario.price_unit}.",
+        context=deal_context(scenario),
         turns=turns,
         outcome=case.outcome,
     )

@@ -31,6 +31,7 @@ from sandbox.schemas import (
     ModelSettings,
     OutcomeStatus,
     Rubric,
+    ScenarioPublic,
     Speaker,
     Transcript,
 )
@@ -73,13 +74,18 @@ def describe_outcome(status: OutcomeStatus, price: float | None, decided_by: str
     return "the conversation was cut short"
 
 
+def deal_context(scenario: ScenarioPublic) -> str:
+    """The public facts of the deal: what the judge may know besides the dialogue."""
+    price = f"{scenario.money(scenario.list_price)} {scenario.price_unit}"
+    return f"{scenario.seller} sells {scenario.product} List price: {price}."
+
+
 def case_from_transcript(transcript: Transcript) -> JudgeCase:
     scenario = transcript.cast.scenario.public()
     outcome = transcript.outcome
     return JudgeCase(
         episode_id=transcript.episode_id,
-        context=f"{scenario.seller} sells {scenario.product} List price: "
-        f"{scenario.money(scenario.list_price)} {scenario.price_unit}.",
+        context=deal_context(scenario),
         turns=[JudgeTurn(index=t.index, speaker=t.speaker, text=t.message) for t in transcript.turns],
         outcome=describe_outcome(outcome.status, outcome.price, outcome.decided_by, scenario.money),
         agent_models={"rep": transcript.spec.rep_model.model, "prospect": transcript.spec.prospect_model.model},
