@@ -136,3 +136,88 @@ def paired_comparisons(frame: pd.DataFrame, metrics: Sequence[str], baseline: st
     if not table.empty:
         table["p_holm"] = multipletests(table["p"].to_numpy(), method="holm")[1]
     return table
+
+
+def mixed_effects(frame: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
+    """``metric ~ strategy`` with prospect and scenario as crossed random intercepts (statsmodels MixedLM).
+
+    Reported beside the paired tests: the paired test conditions on exact cells, this model pools
+    information across prospects and scenarios. A fit that does not converge says so.
+    """
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    episodes = episode_level(frame)
+    episodes = episodes[episodes["status"] == "ok"]
+    data = episodes[["strategy", "prospect", "scenario", metric]].copy()
+    data["y"] = pd.to_numeric(data[metric], errors="coerce").astype(float)
+    data = data.dropna(subset=["y"])
+    strategies = [baseline] + sorted(set(data["strategy"]) - {baseline})
+    if len(strategies) < 2 or data["y"].nunique() < 2:
+        return pd.DataFrame()
+    data["strategy"] = pd.Categorical(data["strategy"], categories=strategies)
+    data["whole"] = 1
+    components = {name: f"0 + C({name})" for name in ("prospect", "scenario") if data[name].nunique() > 1}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = smf.mixedlm("y ~ C(strategy)", data, groups="whole", vc_formula=components or None)
+        fit = model.fit(reml=True, method=["lbfgs", "powell"])
+    intervals = fit.conf_int(alpha=1 - CONFIDENCE)
+    rows = []
+    for strategy in strategies[1:]:
+        term = f"C(strategy)[T.{strategy}]"
+        if term not in fit.params:
+            continue
+        rows.append(
+            {
+                "strategy": strategy,
+                "baseline": baseline,
+                "metric": metric,
+                "effect": float(fit.params[term]),
+                "ci_low": float(intervals.loc[term, 0]),
+                "ci_high": float(intervals.loc[term, 1]),
+                "p": float(fit.pvalues[term]),
+                "converged": bool(fit.converged) and not any("converge" in str(w.message).lower() for w in caught),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mean_ranks(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rank strategies within each complete matched cell (1 = best), then mean rank with a bootstrap CI."""
+    episodes = episode_level(frame)
+    episodes = episodes[episodes["status"] == "ok"]
+    keys = [k for k in MATCH_KEYS if k in episodes]
+    values = episodes[["strategy", *keys, metric]].copy()
+    values[metric] = pd.to_numeric(values[metric], errors="coerce").astype(float)
+    wide = values.pivot_table(index=keys, columns="strategy", values=metric, aggfunc="mean").dropna()
+    if wide.empty:
+        return pd.DataFrame()
+    ranks = wide.rank(axis=1, ascending=False, method="average")
+    rows = []
+    for strategy in ranks.columns:
+        mean, low, high = bootstrap_mean(ranks[strategy].tolist())
+        rows.append({"strategy": strategy, "metric": metric, "cells": len(ranks), "mean_rank": mean,
+                     "ci_low": low, "ci_high": high})  # fmt: skip
+    return pd.DataFrame(rows).sort_values("mean_rank").reset_index(drop=True)
+
+
+def judge_agreement(frame: pd.DataFrame, criteria: Sequence[str] | None = None) -> pd.DataFrame:
+    """Krippendorff's alpha (ordinal) between judge models, per criterion, over episodes they share."""
+    import krippendorff
+
+    if "judge_model" not in frame or frame["judge_model"].nunique() < 2:
+        return pd.DataFrame()
+    columns = list(criteria) if criteria else [c for c in frame.columns if c.startswith("score_") and c != "score_mean"]
+    rows = []
+    for column in columns:
+        wide = frame.pivot_table(index="judge_model", columns="episode_id", values=column, aggfunc="mean")
+        data = wide.to_numpy(dtype=float)
+        units = int((np.sum(~np.isnan(data), axis=0) >= 2).sum())
+        alpha = math.nan
+        if units >= 2 and len(np.unique(data[~np.isnan(data)])) > 1:
+            alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"))
+        rows.append({"criterion": column.removeprefix("score_"), "judges": data.shape[0], "episodes": units,
+                     "alpha": alpha})  # fmt: skip
+    return pd.DataFrame(rows)
