@@ -524,3 +524,38 @@ def export_command(
         fail(f"{run}: no episodes.jsonl; not a run folder")
     target = export(run, fmt, out)  # type: ignore[arg-type]
     console.print(f"written {target}")
+
+
+@app.command("report")
+def report_command(run: Annotated[Path, typer.Argument(help="A run folder under runs/.")]) -> None:
+    """Write report.md and a self-contained report.html for a run."""
+    from sandbox.report import write_report
+
+    if not (run / "manifest.json").exists():
+        fail(f"{run}: no manifest.json; not a run folder")
+    md, html = write_report(run)
+    console.print(f"written {md} and {html}")
+
+
+@app.command("view")
+def view_command(
+    run: Annotated[Path, typer.Argument(help="A run folder under runs/.")],
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0 = any free port).")] = 0,
+) -> None:
+    """Serve a run's report on 127.0.0.1 and print the address (Ctrl-C to stop)."""
+    import functools
+    import http.server
+
+    from sandbox.report import write_report
+
+    if not (run / "manifest.json").exists():
+        fail(f"{run}: no manifest.json; not a run folder")
+    if not (run / "report.html").exists():
+        write_report(run)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(run))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        console.print(f"serving {run} at http://127.0.0.1:{server.server_address[1]}/report.html", highlight=False)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            console.print("stopped")

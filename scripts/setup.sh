@@ -26,6 +26,10 @@ case "${1:-}" in
     ;;
   test)
     install
+    # The report test drives Debian's Chromium headless (Playwright's own browser download is not used).
+    if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
     "$VENV/bin/ruff" check sandbox tests
     exec "$VENV/bin/python" -m pytest -q
     ;;

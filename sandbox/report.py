@@ -1,0 +1,245 @@
+"""The run report: ``report.md`` and a self-contained ``report.html`` (plots and data inline).
+
+Figures come from :mod:`sandbox.stats`; this module only arranges them, draws the plots with
+matplotlib (embedded as base64 PNG, so the page opens with no network), and embeds the episodes
+for the transcript browser, where every judge evidence quote is highlighted in its turn.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from sandbox import stats
+from sandbox.store import latest_results
+from sandbox.table import results_frame
+
+TEMPLATES = Path(__file__).parent / "templates"
+HEADLINE = ["score_mean", "m_deal", "m_discount_from_list", "m_prospect_movement_share"]
+CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "judges" / "results"
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def forest_plot(comparisons: pd.DataFrame, metric: str) -> str | None:
+    rows = comparisons[comparisons["metric"] == metric].dropna(subset=["effect"])
+    if rows.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(rows)))
+    y = list(range(len(rows)))
+    ax.errorbar(
+        rows["effect"],
+        y,
+        xerr=[rows["effect"] - rows["ci_low"], rows["ci_high"] - rows["effect"]],
+        fmt="o",
+        capsize=4,
+    )
+    ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y, rows["strategy"])
+    ax.set_xlabel(f"paired effect on {metric} vs {rows.iloc[0]['baseline']} (95% CI)")
+    return _png(fig)
+
+
+def heat_map(episodes: pd.DataFrame) -> str | None:
+    criteria = [c for c in episodes.columns if c.startswith("score_") and c != "score_mean"]
+    if not criteria or episodes.empty:
+        return None
+    table = episodes.groupby("strategy")[criteria].mean()
+    if table.isna().all().all():
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(criteria), 0.8 + 0.45 * len(table)))
+    image = ax.imshow(table.to_numpy(dtype=float), vmin=1, vmax=5, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(criteria)), [c.removeprefix("score_") for c in criteria], rotation=45, ha="right")
+    ax.set_yticks(range(len(table)), table.index)
+    fig.colorbar(image, ax=ax, label="mean score")
+    return _png(fig)
+
+
+def deal_vs_discount(episodes: pd.DataFrame) -> str | None:
+    if episodes.empty or "m_deal" not in episodes:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for strategy, group in episodes.groupby("strategy"):
+        rate = group["m_deal"].astype(float).mean()
+        discount = pd.to_numeric(group.get("m_discount_from_list"), errors="coerce").mean()
+        ax.scatter([0 if math.isnan(discount) else discount], [rate], s=60, label=strategy)
+    ax.set_xlabel("mean discount from list (deals only)")
+    ax.set_ylabel("deal rate")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def interaction_plot(episodes: pd.DataFrame, metric: str = "score_mean") -> str | None:
+    if episodes.empty or metric not in episodes:
+        return None
+    table = episodes.groupby(["prospect", "strategy"])[metric].mean().unstack()
+    if table.isna().all().all():
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy in table.columns:
+        ax.plot(table.index, table[strategy], marker="o", label=strategy)
+    ax.set_ylabel(f"mean {metric}")
+    ax.set_xlabel("prospect")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def calibration_figures(judge_models: list[str], folder: Path = CALIBRATION_DIR) -> list[dict[str, Any]]:
+    """The recorded calibration of each judge model used, where one exists."""
+    found = []
+    for path in sorted(folder.glob("calibration-*.json")) if folder.is_dir() else []:
+        for report in json.loads(path.read_text()):
+            if report.get("judge_model") in judge_models:
+                found.append(report)
+    return found
+
+
+def browser_episodes(folder: Path) -> list[dict[str, Any]]:
+    """What the transcript browser needs per episode, evidence quotes attached to their turns."""
+    episodes = []
+    for result in latest_results(folder).values():
+        transcript = result.transcript
+        turns = [] if transcript is None else [
+            {"index": t.index, "speaker": t.speaker, "message": t.message,
+             "action": t.action.kind.value, "price": t.action.price}
+            for t in transcript.turns
+        ]  # fmt: skip
+        evidence = [
+            {"judge": j.judge_model, "criterion": s.criterion, "score": s.score, "turn": e.turn, "quote": e.quote}
+            for j in result.judgements
+            for s in j.scores
+            for e in s.evidence
+            if e.verified
+        ]
+        scores = {}
+        for j in result.judgements:
+            scores[j.judge_model] = j.scored
+        episodes.append(
+            {
+                "id": result.episode_id,
+                "strategy": result.spec.strategy,
+                "prospect": result.spec.prospect,
+                "scenario": result.spec.scenario,
+                "seed": result.spec.seed,
+                "opener": result.spec.opener,
+                "status": result.status,
+                "outcome": transcript.outcome.status.value if transcript else "failed",
+                "price": transcript.outcome.price if transcript else None,
+                "error": result.error,
+                "turns": turns,
+                "evidence": evidence,
+                "scores": scores,
+            }
+        )
+    return episodes
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(frame.to_json(orient="records")) if not frame.empty else []
+
+
+def build(folder: Path | str) -> dict[str, Any]:
+    """Everything the report shows, computed once."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    frame = results_frame(folder)
+    episodes = stats.episode_level(frame)
+    ok = episodes[episodes["status"] == "ok"] if not episodes.empty else episodes
+    spec = manifest.get("spec", {})
+    baseline = spec.get("baseline") or (sorted(ok["strategy"].unique())[0] if not ok.empty else None)
+    metrics = [m for m in HEADLINE if m in episodes]
+    comparisons = stats.paired_comparisons(frame, metrics, baseline) if baseline and not ok.empty else pd.DataFrame()
+    mixed = pd.concat([stats.mixed_effects(frame, m, baseline) for m in ("score_mean", "m_deal") if m in episodes]) \
+        if baseline and not ok.empty else pd.DataFrame()  # fmt: skip
+    judge_models = sorted({m for m in frame.get("judge_model", pd.Series(dtype=str)).dropna().unique()})
+    self_preference = sorted({m for m in frame.get("judge_self_preference", pd.Series(dtype=str)).dropna()})
+    failures = Counter(str(e).split(":", 1)[-1].strip()[:80] for e in episodes.get("error", []) if isinstance(e, str))
+    cells = (
+        episodes.groupby(["strategy", "prospect", "scenario"]).size().rename("n").reset_index()
+        if not episodes.empty
+        else pd.DataFrame()
+    )
+    return {
+        "run_id": manifest.get("run_id", folder.name),
+        "manifest": manifest,
+        "spec": spec,
+        "baseline": baseline,
+        "episodes_total": len(episodes),
+        "episodes_ok": int((episodes["status"] == "ok").sum()) if not episodes.empty else 0,
+        "failures": dict(failures.most_common()),
+        "cost_usd": float(frame.drop_duplicates("episode_id")["cost_usd"].sum()) if not frame.empty else 0.0,
+        "cells": _records(cells),
+        "deal_rates": _records(stats.deal_rates(frame)) if not ok.empty else [],
+        "summary": _records(stats.summarise(frame, metrics)) if not ok.empty else [],
+        "comparisons": _records(comparisons),
+        "mixed": _records(mixed),
+        "ranks": _records(stats.mean_ranks(frame, "score_mean")) if "score_mean" in episodes else [],
+        "agreement": _records(stats.judge_agreement(frame)),
+        "judge_models": judge_models,
+        "self_preference": self_preference,
+        "calibration": calibration_figures(judge_models),
+        "plots": {
+            "forest": forest_plot(comparisons, "score_mean") if not comparisons.empty else None,
+            "heat": heat_map(ok),
+            "deal_discount": deal_vs_discount(ok),
+            "interaction": interaction_plot(ok),
+        },
+        "browser": browser_episodes(folder),
+    }
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True
+    )
+    env.filters["fmt"] = _fmt
+    env.filters["tojson_safe"] = lambda v: json.dumps(v).replace("</", "<\\/")
+    return env
+
+
+def write_report(folder: Path | str) -> tuple[Path, Path]:
+    folder = Path(folder)
+    data = build(folder)
+    env = _env()
+    md = folder / "report.md"
+    html = folder / "report.html"
+    md.write_text(env.get_template("report.md.j2").render(**data))
+    html.write_text(env.get_template("report.html.j2").render(**data))
+    return md, html

@@ -1,0 +1,109 @@
+"""The run report: markdown and self-contained HTML, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import threading
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sandbox.cli import app
+from sandbox.report import build, write_report
+from tests.conftest import ROOT
+from tests.fake_provider import FakeProvider, Reply
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def verdict(score: int) -> dict:
+    turn = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
+    return turn | {"score": score, "rationale": "r", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A small finished run against the fake provider: 2 strategies x 2 prospects x 3 seeds, judged."""
+    tmp = tmp_path_factory.mktemp("report")
+    os.environ.setdefault("OPENAI_API_KEY", "sk-test-report-not-a-real-key")
+    replies = [Reply(content=json.dumps(verdict(2 + (i % 3)))) for i in range(400)]
+    with FakeProvider(replies) as provider:
+        model = {"model": "openai/gpt-4o-mini", "api_base": provider.api_base}
+        spec = {
+            "id": "report-test",
+            "strategies": ["eager-to-please", "assertive-consultant"],
+            "prospects": ["price-haggler", "skeptic"],
+            "scenarios": ["saas-seats"],
+            "seeds": 3,
+            "max_turns": 4,
+            "models": {"rep": model, "prospect": model, "judge": model},
+            "concurrency": 1,
+            "baseline": "eager-to-please",
+        }
+        path = tmp / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            result = runner.invoke(app, ["run", str(path), "--runs-dir", str(tmp / "runs"), "--no-cache"])
+        finally:
+            os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp / "runs").iterdir()
+    return folder
+
+
+def test_report_holds_the_comparison_and_the_warnings(run_folder):
+    data = build(run_folder)
+    assert data["episodes_total"] == 12 and data["baseline"] == "eager-to-please"
+    assert {r["metric"] for r in data["comparisons"]} >= {"score_mean", "m_deal"}
+    assert data["self_preference"]  # the judge model also played both sides
+    assert data["plots"]["forest"].startswith("data:image/png;base64,")
+    assert any(e["evidence"] for e in data["browser"])
+    result = runner.invoke(app, ["report", str(run_folder)])
+    assert result.exit_code == 0, result.output
+    md = (run_folder / "report.md").read_text()
+    assert "| assertive-consultant | score_mean | 6 |" in md and "self-preference" in md
+    html = (run_folder / "report.html").read_text()
+    assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html  # self-contained
+
+
+def test_page_renders_and_filters_in_headless_chromium(run_folder):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; scripts/setup.sh test installs it (apt-get install chromium)")
+        pytest.skip("chromium not installed (scripts/setup.sh test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    write_report(run_folder)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(run_folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/report.html"
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]  # fmt: skip
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+            page = browser.new_page(viewport={"width": 1200, "height": 1600})
+            page.goto(url)
+            assert page.locator("#comparison-table tr").count() >= 3
+            assert page.evaluate("document.getElementById('forest-plot').naturalWidth") > 0
+            assert page.locator("#episode-view mark").count() >= 1  # an evidence quote highlighted in its turn
+            assert page.locator("#f-count").inner_text() == "12 of 12 episodes"
+            page.select_option("#f-strategy", "assertive-consultant")
+            assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
+            assert page.locator("#episode-list div").count() == 6
+            page.locator("#cells-table a.cell").first.click()
+            assert page.locator("#f-count").inner_text() == "3 of 12 episodes"
+            page.screenshot(path=str(run_folder / "report.png"), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
+    assert (run_folder / "report.png").stat().st_size > 10_000
