@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +44,15 @@ class Reply:
 
 
 class FakeProvider:
-    """Run in a background thread so synchronous and asynchronous tests can both use it."""
+    """Run in a background thread so synchronous and asynchronous tests can both use it.
 
-    def __init__(self, script: list[Reply]):
-        self.script = list(script)
+    ``script`` is a list of replies played in order, or a function from the request JSON to a
+    reply, for providers whose answers depend on what they are asked (planted-effect simulations).
+    """
+
+    def __init__(self, script: list[Reply] | Callable[[dict[str, Any]], Reply]):
+        self.responder = script if callable(script) else None
+        self.script = [] if callable(script) else list(script)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._loop = asyncio.new_event_loop()
@@ -58,7 +64,10 @@ class FakeProvider:
         payload = await request.json()
         self.requests.append(payload)
         self.headers.append(dict(request.headers))
-        reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if self.responder is not None:
+            reply = self.responder(payload)
+        else:
+            reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         return web.Response(
