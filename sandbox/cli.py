@@ -527,14 +527,26 @@ def export_command(
 
 
 @app.command("report")
-def report_command(run: Annotated[Path, typer.Argument(help="A run folder under runs/.")]) -> None:
+def report_command(
+    run: Annotated[Path, typer.Argument(help="A run folder under runs/.")],
+    screenshot: Annotated[
+        bool, typer.Option("--screenshot", help="Also save report.png, taken in headless Chromium.")
+    ] = False,
+) -> None:
     """Write report.md and a self-contained report.html for a run."""
+    from sandbox.report import screenshot as take_screenshot
     from sandbox.report import write_report
 
     if not (run / "manifest.json").exists():
         fail(f"{run}: no manifest.json; not a run folder")
     md, html = write_report(run)
     console.print(f"written {md} and {html}")
+    if screenshot:
+        try:
+            png = take_screenshot(html)
+        except RuntimeError as exc:
+            fail(str(exc))
+        console.print(f"written {png}")
 
 
 @app.command("view")
@@ -554,7 +566,8 @@ def view_command(
         write_report(run)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(run))
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-        console.print(f"serving {run} at http://127.0.0.1:{server.server_address[1]}/report.html", highlight=False)
+        url = f"http://127.0.0.1:{server.server_address[1]}/report.html"
+        print(f"serving {run} at {url}", flush=True)  # one unwrapped line: scripts read the address from it
         try:
             server.serve_forever()
         except KeyboardInterrupt:

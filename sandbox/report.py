@@ -200,6 +200,12 @@ def build(folder: Path | str) -> dict[str, Any]:
         "cells": _records(cells),
         "deal_rates": _records(stats.deal_rates(frame)) if not ok.empty else [],
         "summary": _records(stats.summarise(frame, metrics)) if not ok.empty else [],
+        "breakdowns": {
+            axis: _records(stats.summarise(frame, ["score_mean"], by=("strategy", axis)))
+            for axis in ("prospect", "scenario", "rep_model")
+            if not ok.empty and "score_mean" in episodes
+        },
+        "spec_json": json.dumps(spec, indent=2),
         "comparisons": _records(comparisons),
         "mixed": _records(mixed),
         "ranks": _records(stats.mean_ranks(frame, "score_mean")) if "score_mean" in episodes else [],
@@ -243,3 +249,35 @@ def write_report(folder: Path | str) -> tuple[Path, Path]:
     md.write_text(env.get_template("report.md.j2").render(**data))
     html.write_text(env.get_template("report.html.j2").render(**data))
     return md, html
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def screenshot(html: Path, out: Path | None = None, width: int = 1200) -> Path:
+    """A full-page PNG of the report, taken with the system's Chromium through Playwright."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        raise RuntimeError("no Chromium found; install it (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise RuntimeError("playwright is not installed; run: pip install playwright") from exc
+    out = out or html.with_suffix(".png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.goto(html.resolve().as_uri())
+        page.screenshot(path=str(out), full_page=True)
+        browser.close()
+    return out

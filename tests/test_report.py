@@ -107,3 +107,21 @@ def test_page_renders_and_filters_in_headless_chromium(run_folder):
     finally:
         server.shutdown()
     assert (run_folder / "report.png").stat().st_size > 10_000
+
+
+def test_view_serves_the_report_on_loopback(run_folder):
+    import subprocess
+    import sys
+    import urllib.request
+
+    command = [sys.executable, "-c", "from sandbox.cli import app; app()", "view", str(run_folder)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "http://127.0.0.1:" in line, line
+        url = line[line.index("http://") :].split()[0]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200 and b"transcript" in response.read().lower()
+    finally:
+        process.terminate()
+        process.wait(10)
