@@ -430,13 +430,16 @@ def run_command(
                 options = RunOptions(retry_failed=retry_failed, max_cost_usd=max_cost, cache=cache)
                 summary = _run_with_progress(spec, catalog, loaded_rubric, store, run_id, plan, local_api_base, options)
             table = export(folder)
+            from sandbox.report import write_report
+
+            _, report_html = write_report(folder)
     except (RunLockedError, SpecMismatchError) as exc:
         fail(str(exc))
     finally:
         if cache is not None:
             cache.close()
     render_summary(summary)
-    console.print(f"results: {folder / 'episodes.jsonl'}; table: {table}")
+    console.print(f"results: {folder / 'episodes.jsonl'}; table: {table}; report: {report_html}")
 
 
 def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, options):  # noqa: ANN001, ANN202

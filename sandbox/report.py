@@ -24,6 +24,7 @@ from sandbox.table import results_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADLINE = ["score_mean", "m_deal", "m_discount_from_list", "m_prospect_movement_share"]
+SMALL_N = 10  # below this many episodes per strategy, bootstrap intervals are too narrow to trust
 CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "judges" / "results"
 
 
@@ -188,7 +189,9 @@ def build(folder: Path | str) -> dict[str, Any]:
         if not episodes.empty
         else pd.DataFrame()
     )
+    per_strategy_n = episodes[episodes["status"] == "ok"].groupby("strategy").size() if not episodes.empty else []
     return {
+        "small_n": bool(len(per_strategy_n)) and int(min(per_strategy_n)) < SMALL_N,
         "run_id": manifest.get("run_id", folder.name),
         "manifest": manifest,
         "spec": spec,
