@@ -63,6 +63,10 @@ class CassetteMissError(ModelCallError):
     """A replayed test made a request the cassette does not hold. Never retried."""
 
 
+class EmptyResponseError(Exception):
+    """A 200 response with no choices: a provider glitch, worth another try."""
+
+
 class StructuredOutputError(ModelCallError):
     """The model's output did not validate, even after one repair attempt."""
 
@@ -170,7 +174,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, _PERMANENT):
         return False
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, (*_TRANSIENT, EmptyResponseError)):
         return True
     code = status_code_of(exc)
     return code is not None and (code == 429 or code >= 500)
@@ -384,6 +388,8 @@ async def complete(
                     if detail is not None:
                         raise CassetteMissError(f"cassette miss (never retried): {detail[:500]}") from exc
                     raise
+                if not (getattr(response, "choices", None) or []):
+                    raise EmptyResponseError("response had no choices")
     except CassetteMissError as exc:
         exc.calls = [_failed_call(endpoint, purpose, attempts, started, exc.reason)]
         raise
@@ -397,11 +403,8 @@ async def complete(
         ) from exc
 
     tokens_in, tokens_out = _usage(response)
-    choices = getattr(response, "choices", None) or []
-    text = ""
-    if choices:
-        message = getattr(choices[0], "message", None)
-        text = (getattr(message, "content", None) or "") if message is not None else ""
+    message = getattr(response.choices[0], "message", None)
+    text = (getattr(message, "content", None) or "") if message is not None else ""
     call = ModelCall(
         model=endpoint.label,
         purpose=purpose,
@@ -410,10 +413,7 @@ async def complete(
         latency_s=round(time.perf_counter() - started, 4),
         cost_usd=_cost(response),
         attempts=attempts,
-        error=None if choices else "response had no choices",
     )
-    if not choices:
-        raise ModelCallError(f"{endpoint.label} ({purpose}) returned no choices", [call])
     if cache_key is not None:
         context.cache.set(  # type: ignore[union-attr]
             cache_key, {"text": text, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost": call.cost_usd}

@@ -8,6 +8,7 @@ finished ids are skipped, and the response cache answers repeated requests.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -120,16 +121,20 @@ def check_resumable(store: RunStore, spec: ExperimentSpec) -> str:
     return str(manifest["run_id"])
 
 
+_GAVE_UP = re.compile(r"failed after (\d+) attempt\(s\): (\w+)")
+
+
 def short_reason(error: str | None) -> str:
-    """Group failures: the error's kind, without request-specific detail."""
+    """Group failures by kind (the exception class, or what was wrong), without request detail."""
     if not error:
         return "unknown"
-    text = error.split(": ", 1)[1] if error.startswith("turn ") else error
-    for marker in ("cassette miss", "returned invalid", "gave no usable message", "failed after", "no choices"):
-        if marker in text:
-            head = text.split(" (", 1)[0] if marker == "failed after" else ""
-            return f"{head} {marker}".strip() if head else marker
-    return text[:60]
+    gave_up = _GAVE_UP.search(error)
+    if gave_up:
+        return f"{gave_up.group(2)} after {gave_up.group(1)} attempts"
+    for marker in ("cassette miss", "returned invalid", "gave no usable message"):
+        if marker in error:
+            return marker
+    return error.split(": ", 1)[-1][:60]
 
 
 def limiters(spec: ExperimentSpec) -> tuple[dict[str, AsyncLimiter], dict[str, AsyncLimiter]]:

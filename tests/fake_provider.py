@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+FAULTS = ["429", "500", "503", "timeout", "reset", "malformed", "junk", "empty"]
+FAULT_TIMEOUT_S = 1.5  # longer than the client timeout the fault tests use
 
 
 @dataclass
@@ -50,9 +54,19 @@ class FakeProvider:
     reply, for providers whose answers depend on what they are asked (planted-effect simulations).
     """
 
-    def __init__(self, script: list[Reply] | Callable[[dict[str, Any]], Reply]):
+    def __init__(
+        self,
+        script: list[Reply] | Callable[[dict[str, Any]], Reply],
+        faults: list[str] | None = None,
+        fault_rate: float = 0.0,
+        seed: int = 0,
+    ):
         self.responder = script if callable(script) else None
         self.script = [] if callable(script) else list(script)
+        self.faults = faults or []
+        self.fault_rate = fault_rate
+        self._rng = random.Random(seed)
+        self.injected: dict[str, int] = {}
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._loop = asyncio.new_event_loop()
@@ -60,10 +74,40 @@ class FakeProvider:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        """Inject one of ``faults`` with probability ``fault_rate`` (429, 5xx, timeout, reset, bad bodies)."""
+        if not self.faults or self._rng.random() >= self.fault_rate:
+            return None
+        kind = self._rng.choice(self.faults)
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+        if kind == "429":
+            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"})
+        if kind in {"500", "503"}:
+            return web.json_response({"error": {"message": f"scripted {kind}"}}, status=int(kind))
+        if kind == "timeout":
+            await asyncio.sleep(FAULT_TIMEOUT_S)
+            return web.json_response({"error": {"message": "too late"}}, status=504)
+        if kind == "reset":
+            request.transport.abort()  # type: ignore[union-attr]
+            raise ConnectionResetError("scripted connection reset")
+        if kind == "malformed":
+            return web.Response(status=200, text='{"id": "x", "choices": [', content_type="application/json")
+        if kind == "junk":
+            return web.Response(
+                status=200, text=Reply(content="%%% junk ###").body({}), content_type="application/json"
+            )
+        if kind == "empty":
+            body = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
+            return web.json_response(body | {"usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}})
+        raise ValueError(f"unknown fault {kind}")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
         self.requests.append(payload)
         self.headers.append(dict(request.headers))
+        faulty = await self._fault(request)
+        if faulty is not None:
+            return faulty
         if self.responder is not None:
             reply = self.responder(payload)
         else:

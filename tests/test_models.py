@@ -77,14 +77,17 @@ async def test_retries_are_bounded(fast_retries):
     assert "after 4 attempt(s)" in exc.value.reason
 
 
-async def test_empty_choice_list_is_a_recorded_failure(fast_retries):
+async def test_empty_choice_list_is_retried_then_a_recorded_failure(fast_retries):
     usage = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
     body = json.dumps(
         {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [], "usage": usage}
     )
+    with FakeProvider([Reply(raw_body=body), Reply(content="second time lucky")]) as provider:
+        result = await complete(fake(provider.api_base), HELLO, purpose="t")
+    assert result.text == "second time lucky" and result.call.attempts == 2
     with FakeProvider([Reply(raw_body=body)]) as provider, pytest.raises(ModelCallError) as exc:
         await complete(fake(provider.api_base), HELLO, purpose="t")
-    assert "no choices" in exc.value.reason
+    assert "no choices" in exc.value.reason and exc.value.calls[0].attempts == 4
 
 
 async def test_cassette_miss_fails_at_once_naming_cassette_and_request(tmp_path, fast_retries):

@@ -1,0 +1,96 @@
+"""The fault suite: injected provider faults over whole runs. Nothing lost, nothing duplicated,
+every failure recorded with its reason, retries bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from sandbox.experiment import ExperimentSpec
+from sandbox.judge import load_rubric
+from sandbox.runner import RunOptions, plan_run, run_experiment, short_reason
+from sandbox.store import RunStore, read_results
+from tests.conftest import ROOT
+from tests.fake_provider import FAULTS, FakeProvider, Reply
+
+DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
+DEAL |= {"score": 4, "rationale": "ok", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+MAX_ATTEMPTS = 4
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch, fast_retries):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-faults-not-a-real-key")
+
+
+def faulty_run(catalog, folder, faults: list[str], rate: float, episodes_per_strategy: int, judged: bool):  # noqa: ANN201
+    with FakeProvider([Reply(content=json.dumps(DEAL))], faults=faults, fault_rate=rate, seed=7) as provider:
+        model = {"model": "openai/gpt-4o-mini", "api_base": provider.api_base, "timeout_s": 0.5}
+        spec = ExperimentSpec(
+            id="faults",
+            strategies=["eager-to-please", "assertive-consultant"],
+            prospects=["price-haggler", "skeptic"],
+            scenarios=["saas-seats"],
+            seeds=episodes_per_strategy // 2,
+            max_turns=2,
+            models={"rep": model, "prospect": model, "judge": [model] if judged else []},
+            concurrency=32,
+        )
+        rubric = load_rubric(ROOT / "judges" / "rubric.yaml") if judged else None
+        with RunStore(folder) as store:
+            plan = plan_run(spec, folder, retry_failed=False)
+            summary = asyncio.run(run_experiment(spec, catalog, rubric, store, "faults", plan, None, RunOptions()))
+        injected = dict(provider.injected)
+    return plan, summary, injected
+
+
+def tally(plan, folder) -> dict:  # noqa: ANN001
+    results = list(read_results(folder))
+    ids = Counter(r.episode_id for r in results)
+    planned = {e.episode_id for e in plan.planned}
+    calls = [c for r in results if r.transcript for c in r.transcript.calls] + [
+        c for r in results for j in r.judgements for c in j.calls
+    ]
+    return {
+        "episodes": len(planned),
+        "succeeded": sum(r.status == "ok" for r in results),
+        "failed_by_reason": dict(Counter(short_reason(r.error) for r in results if r.status == "failed")),
+        "lost": len(planned - set(ids)),
+        "duplicated": sum(n - 1 for n in ids.values()),
+        "retries": sum(max(c.attempts - 1, 0) for c in calls),
+        "max_attempts": max((c.attempts for c in calls), default=0),
+        "judge_failures": sum(len(j.failures) for r in results for j in r.judgements),
+        "failures_have_reasons": all(r.error for r in results if r.status == "failed"),
+    }
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_alone(catalog, tmp_path, fault):
+    plan, summary, injected = faulty_run(catalog, tmp_path / "run", [fault], 0.3, 20, judged=False)
+    t = tally(plan, tmp_path / "run")
+    print(f"\n{fault}: injected {injected.get(fault, 0)}; {t}")
+    assert injected.get(fault, 0) > 0
+    assert t["lost"] == 0 and t["duplicated"] == 0
+    assert t["succeeded"] + sum(t["failed_by_reason"].values()) == t["episodes"] == 40
+    assert t["failures_have_reasons"] and t["max_attempts"] <= MAX_ATTEMPTS
+    if fault in {"429", "500", "503", "timeout", "reset", "malformed", "empty"}:
+        assert t["retries"] > 0  # transient: retried, and mostly recovered
+        assert t["succeeded"] >= 30
+
+
+def test_mixed_faults_over_a_200_episode_run(catalog, tmp_path):
+    plan, summary, injected = faulty_run(catalog, tmp_path / "run", FAULTS, 0.2, 100, judged=True)
+    t = tally(plan, tmp_path / "run")
+    print(f"\nmixed faults at 20% over {t['episodes']} judged episodes: injected {injected}")
+    print(
+        f"episodes {t['episodes']}, succeeded {t['succeeded']}, failed by reason {t['failed_by_reason']}, "
+        f"lost {t['lost']}, duplicated {t['duplicated']}, retries made {t['retries']}, "
+        f"judge criteria failed {t['judge_failures']}"
+    )
+    assert t["episodes"] == 200 and t["lost"] == 0 and t["duplicated"] == 0
+    assert t["succeeded"] + sum(t["failed_by_reason"].values()) == 200
+    assert t["failures_have_reasons"] and t["max_attempts"] <= MAX_ATTEMPTS
+    assert summary.ok + summary.failed == 200
