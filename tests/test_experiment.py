@@ -221,7 +221,8 @@ def test_torn_last_line_is_trimmed_on_resume(tmp_path):
     assert (folder / "episodes.jsonl").read_text() == ""
 
 
-def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path):
+@pytest.mark.parametrize("kill_after", [1, 3, 6, 9, 12])
+def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path, kill_after):
     runs = tmp_path / "runs"
     with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
         path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
@@ -233,15 +234,15 @@ def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path):
         folder = None
         while time.monotonic() < deadline:
             found = list(runs.glob("*/episodes.jsonl")) if runs.exists() else []
-            if found and len(found[0].read_text().splitlines()) >= 3:
+            if found and len(found[0].read_text().splitlines()) >= kill_after:
                 folder = found[0].parent
                 break
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        assert folder is not None, "the run never wrote three episodes"
+        assert folder is not None, f"the run never wrote {kill_after} episodes"
         before = len(list(read_results(folder)))
-        assert 3 <= before < 16
+        assert kill_after <= before < 16
         resumed = run_cli(str(path), "--resume", str(folder), "--no-cache")
     assert resumed.exit_code == 0, resumed.output
     ids = [r.episode_id for r in read_results(folder)]
@@ -277,3 +278,30 @@ def test_spec_rate_limits_become_limiters():
     )
     requests, tokens = limiters(spec)
     assert requests["openai/gpt-4o-mini"].max_rate == 500 and tokens["openai/gpt-4o-mini"].max_rate == 200000
+
+
+def test_two_processes_on_one_run_folder_one_refuses(tmp_path):
+    runs = tmp_path / "runs"
+    with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.2)]) as provider:
+        path = spec_file(tmp_path, provider.api_base, concurrency=1, seeds=4)
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test-runner-not-a-real-key"}
+        command = [sys.executable, "-c", "from sandbox.cli import app; app()", "run", str(path)]
+        first = subprocess.Popen(
+            [*command, "--runs-dir", str(runs), "--no-cache"], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(runs.glob("*/episodes.jsonl")):
+            time.sleep(0.02)
+        (folder,) = [p.parent for p in runs.glob("*/episodes.jsonl")]
+        second = subprocess.run(
+            [*command, "--resume", str(folder), "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert first.wait(120) == 0
+    assert second.returncode == 2
+    assert "being written by another sandbox process" in second.stdout + second.stderr
+    ids = [r.episode_id for r in read_results(folder)]
+    assert len(ids) == 16 == len(set(ids))
+    lines = (folder / "episodes.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["episode_id"] for line in lines)  # every line whole
