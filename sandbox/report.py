@@ -19,7 +19,7 @@ import jinja2
 import pandas as pd
 
 from sandbox import stats
-from sandbox.store import latest_results
+from sandbox.store import read_results
 from sandbox.table import results_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -124,10 +124,17 @@ def calibration_figures(judge_models: list[str], folder: Path = CALIBRATION_DIR)
     return found
 
 
-def browser_episodes(folder: Path) -> list[dict[str, Any]]:
+BROWSER_LIMIT = 2000  # episodes embedded in the page; a bigger run's page would not open comfortably
+
+
+def browser_episodes(folder: Path, limit: int = BROWSER_LIMIT) -> list[dict[str, Any]]:
     """What the transcript browser needs per episode, evidence quotes attached to their turns."""
+    latest: dict[str, Any] = {}
+    for result in read_results(folder):
+        if result.episode_id in latest or len(latest) < limit:
+            latest[result.episode_id] = result
     episodes = []
-    for result in latest_results(folder).values():
+    for result in latest.values():
         transcript = result.transcript
         turns = [] if transcript is None else [
             {"index": t.index, "speaker": t.speaker, "message": t.message,

@@ -27,7 +27,7 @@ from sandbox.metrics import outcome_metrics
 from sandbox.models import CALL_CONTEXT, CallContext
 from sandbox.results import EpisodeResult
 from sandbox.schemas import EpisodeSpec, OutcomeStatus, Rubric
-from sandbox.store import RunStore, environment, latest_results
+from sandbox.store import RunStore, environment, read_results
 
 OnResult = Callable[[EpisodeResult], None]
 OnStart = Callable[[EpisodeSpec], None]
@@ -46,13 +46,36 @@ class RunOptions:
     on_result: OnResult | None = None
 
 
+@dataclass(frozen=True)
+class Tally:
+    """What the end-of-run summary needs from one episode; full results stay on disk, not in memory."""
+
+    strategy: str
+    status: str
+    error: str | None
+    cost_usd: float
+    deal: bool | None
+    mean_score: float | None
+
+    @classmethod
+    def of(cls, result: EpisodeResult) -> Tally:
+        return cls(
+            strategy=result.spec.strategy,
+            status=result.status,
+            error=result.error,
+            cost_usd=result.cost_usd,
+            deal=result.metrics.deal if result.metrics is not None else None,
+            mean_score=mean_rubric_score(result),
+        )
+
+
 @dataclass
 class Plan:
     """What a (possibly resumed) run still has to do."""
 
     planned: list[EpisodeSpec]
     todo: list[EpisodeSpec]
-    finished: dict[str, EpisodeResult] = field(default_factory=dict)
+    finished: dict[str, Tally] = field(default_factory=dict)
 
     @property
     def prior_cost(self) -> float:
@@ -88,7 +111,11 @@ class RunSummary(BaseModel):
 
 def plan_run(spec: ExperimentSpec, folder: Path, retry_failed: bool) -> Plan:
     planned = expand(spec)
-    finished = {k: v for k, v in latest_results(folder).items() if k in {e.episode_id for e in planned}}
+    planned_ids = {e.episode_id for e in planned}
+    finished: dict[str, Tally] = {}
+    for result in read_results(folder):  # streamed: the last line per id wins (a retry supersedes)
+        if result.episode_id in planned_ids:
+            finished[result.episode_id] = Tally.of(result)
     if retry_failed:
         finished = {k: v for k, v in finished.items() if v.status == "ok"}
     todo = [e for e in planned if e.episode_id not in finished]
@@ -211,7 +238,7 @@ async def run_experiment(
     queue: asyncio.Queue[EpisodeSpec] = asyncio.Queue()
     for episode in plan.todo:
         queue.put_nowait(episode)
-    results: list[EpisodeResult] = []
+    results: dict[str, Tally] = {}
     spent = {"cost": plan.prior_cost}
     stopped = {"budget": False}
 
@@ -228,7 +255,7 @@ async def run_experiment(
                 options.on_start(episode)
             result = await run_one(run_id, episode, spec, catalog, rubric, local_api_base)
             store.append(result)
-            results.append(result)
+            results[result.episode_id] = Tally.of(result)
             spent["cost"] += result.cost_usd
             if options.on_result:
                 options.on_result(result)
@@ -238,7 +265,7 @@ async def run_experiment(
     finally:
         CALL_CONTEXT.reset(token)
 
-    everything = {**plan.finished, **{r.episode_id: r for r in results}}
+    everything = {**plan.finished, **results}
     failures = Counter(short_reason(r.error) for r in everything.values() if r.status == "failed")
     return RunSummary(
         run_id=run_id,
@@ -253,7 +280,7 @@ async def run_experiment(
         stopped_for_budget=stopped["budget"] and queue.qsize() > 0,
         budget_usd=budget,
         cost_usd=round(spent["cost"], 6),
-        run_cost_usd=round(sum(r.cost_usd for r in results), 6),
+        run_cost_usd=round(sum(r.cost_usd for r in results.values()), 6),
         calls_made=context.calls_made,
         cache_hits=context.cache_hits,
         wall_time_s=round(time.perf_counter() - started, 3),
@@ -266,16 +293,16 @@ def mean_rubric_score(result: EpisodeResult) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-def per_strategy(results: list[EpisodeResult]) -> dict[str, StrategyLine]:
+def per_strategy(tallies: list[Tally]) -> dict[str, StrategyLine]:
     lines: dict[str, StrategyLine] = {}
-    for strategy in sorted({r.spec.strategy for r in results}):
-        mine = [r for r in results if r.spec.strategy == strategy]
-        ok = [r for r in mine if r.status == "ok" and r.metrics is not None]
-        scores = [s for s in (mean_rubric_score(r) for r in ok) if s is not None]
+    for strategy in sorted({t.strategy for t in tallies}):
+        mine = [t for t in tallies if t.strategy == strategy]
+        ok = [t for t in mine if t.status == "ok" and t.deal is not None]
+        scores = [t.mean_score for t in ok if t.mean_score is not None]
         lines[strategy] = StrategyLine(
             episodes=len(mine),
             failed=len(mine) - len(ok),
-            deal_rate=sum(r.metrics.deal for r in ok) / len(ok) if ok else None,  # type: ignore[union-attr]
+            deal_rate=sum(t.deal for t in ok) / len(ok) if ok else None,  # type: ignore[misc]
             mean_score=sum(scores) / len(scores) if scores else None,
         )
     return lines

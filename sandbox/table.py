@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from sandbox.results import EpisodeResult
-from sandbox.store import latest_results
+from sandbox.store import read_results
 
 TABLE = "results.parquet"
 
@@ -60,8 +60,11 @@ def rows(result: EpisodeResult) -> list[dict[str, Any]]:
 
 
 def results_frame(folder: Path | str) -> pd.DataFrame:
-    records = [row for result in latest_results(folder).values() for row in rows(result)]
-    return pd.DataFrame.from_records(records)
+    """Streamed: only the (small) rows are kept, the last line per episode winning."""
+    by_episode: dict[str, list[dict[str, Any]]] = {}
+    for result in read_results(folder):
+        by_episode[result.episode_id] = rows(result)
+    return pd.DataFrame.from_records([row for episode_rows in by_episode.values() for row in episode_rows])
 
 
 def export(folder: Path | str, fmt: Literal["parquet", "csv"] = "parquet", out: Path | None = None) -> Path:
