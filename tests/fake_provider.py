@@ -144,3 +144,22 @@ class FakeProvider:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+def serve_forever() -> None:  # pragma: no cover - used by benchmarks, in their own process
+    """``python -m tests.fake_provider --delay 0.5 --content '{...}'``: prints the API base, then serves."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--content", default="ok")
+    args = parser.parse_args()
+    with FakeProvider([Reply(content=args.content, delay_s=args.delay)]) as provider:
+        print(provider.api_base, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    serve_forever()
