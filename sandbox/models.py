@@ -16,6 +16,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio  # noqa: E402
 import contextvars  # noqa: E402
 import email.utils  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -113,8 +114,14 @@ def endpoint_for(settings: ModelSettings, local_api_base: str | None = None) -> 
 def supports_json_schema(endpoint: Endpoint) -> bool:
     if endpoint.structured != "auto":
         return endpoint.structured == "json_schema"
+    return _litellm_supports_schema(endpoint.model)
+
+
+@functools.lru_cache(maxsize=256)
+def _litellm_supports_schema(model: str) -> bool:
+    """Asked once per model: litellm's lookup is slow for models it does not know."""
     try:
-        return bool(litellm.supports_response_schema(model=endpoint.model))
+        return bool(litellm.supports_response_schema(model=model))
     except Exception:  # litellm logs and returns False for unknown models; be as lenient
         return False
 
@@ -299,13 +306,19 @@ def _usage(response: Any) -> tuple[int, int]:
     return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
 
 
-def _cost(response: Any) -> float | None:
+_UNPRICED: set[str] = set()  # models litellm has no price for: not asked again (the lookup raises, slowly)
+
+
+def _cost(response: Any, model: str) -> float | None:
     hidden = getattr(response, "_hidden_params", None) or {}
     cost = hidden.get("response_cost")
     if cost is None:
+        if model in _UNPRICED:
+            return None
         try:
             cost = litellm.completion_cost(completion_response=response)
         except Exception:
+            _UNPRICED.add(model)
             return None
     try:
         value = float(cost)
@@ -411,7 +424,7 @@ async def complete(
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         latency_s=round(time.perf_counter() - started, 4),
-        cost_usd=_cost(response),
+        cost_usd=_cost(response, endpoint.model),
         attempts=attempts,
     )
     if cache_key is not None:
