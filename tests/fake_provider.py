@@ -16,6 +16,22 @@ from typing import Any
 
 from aiohttp import web
 
+
+def accept_and_verdict(score: int = 4) -> dict[str, Any]:
+    """One reply that is both a valid one-call turn (accept) and a valid judge verdict.
+
+    Each schema ignores the other's keys, so a single scripted reply drives a whole episode:
+    the rep's accept has nothing to accept (noted), the prospect accepts the list price, and
+    every criterion gets ``score`` with a quote that exists in turn 1.
+    """
+    turn = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
+    return turn | {
+        "score": score,
+        "rationale": "Agrees plainly.",
+        "evidence": [{"turn": 1, "quote": "Fine, we accept."}],
+    }
+
+
 FAULTS = ["429", "500", "503", "timeout", "reset", "malformed", "junk", "empty"]
 FAULT_TIMEOUT_S = 1.5  # longer than the client timeout the fault tests use
 

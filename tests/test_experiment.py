@@ -21,13 +21,12 @@ from sandbox.cli import app
 from sandbox.experiment import ExperimentSpec, expand, load_experiment
 from sandbox.store import RunLockedError, RunStore, latest_results, read_results
 from tests.conftest import ROOT
-from tests.fake_provider import FakeProvider, Reply
+from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
 
 runner = CliRunner()
 
 # One reply that is a valid one-call turn and a valid judge verdict: the prospect accepts list price.
-DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
-DEAL |= {"score": 4, "rationale": "Agrees plainly.", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+DEAL = accept_and_verdict()
 
 
 def spec_file(tmp_path: Path, api_base: str, **overrides) -> Path:

@@ -14,10 +14,9 @@ from sandbox.judge import load_rubric
 from sandbox.runner import RunOptions, plan_run, run_experiment, short_reason
 from sandbox.store import RunStore, read_results
 from tests.conftest import ROOT
-from tests.fake_provider import FAULTS, FakeProvider, Reply
+from tests.fake_provider import FAULTS, FakeProvider, Reply, accept_and_verdict
 
-DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
-DEAL |= {"score": 4, "rationale": "ok", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+DEAL = accept_and_verdict()
 MAX_ATTEMPTS = 4
 
 

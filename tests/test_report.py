@@ -16,15 +16,10 @@ from typer.testing import CliRunner
 from sandbox.cli import app
 from sandbox.report import build, write_report
 from tests.conftest import ROOT
-from tests.fake_provider import FakeProvider, Reply
+from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def verdict(score: int) -> dict:
-    turn = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
-    return turn | {"score": score, "rationale": "r", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,7 @@ def run_folder(tmp_path_factory):
     """A small finished run against the fake provider: 2 strategies x 2 prospects x 3 seeds, judged."""
     tmp = tmp_path_factory.mktemp("report")
     os.environ.setdefault("OPENAI_API_KEY", "sk-test-report-not-a-real-key")
-    replies = [Reply(content=json.dumps(verdict(2 + (i % 3)))) for i in range(400)]
+    replies = [Reply(content=json.dumps(accept_and_verdict(2 + (i % 3)))) for i in range(400)]
     with FakeProvider(replies) as provider:
         model = {"model": "openai/gpt-4o-mini", "api_base": provider.api_base}
         spec = {

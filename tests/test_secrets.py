@@ -10,10 +10,9 @@ from typer.testing import CliRunner
 
 from sandbox.cli import app
 from tests.conftest import ROOT
-from tests.fake_provider import FakeProvider, Reply
+from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
 
-DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
-DEAL |= {"score": 4, "rationale": "ok", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+DEAL = accept_and_verdict()
 
 
 def test_fake_key_reaches_no_file_log_or_cassette(tmp_path, monkeypatch):
