@@ -13,13 +13,14 @@ import functools
 import ipaddress
 import json
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import vcr
 from vcr.request import Request
+
+from sandbox.redact import REDACTED, redact, secret_values
 
 RECORD_ENV = "SANDBOX_RECORD"
 RecordMode = Literal["none", "once", "new_episodes", "all"]
@@ -34,9 +35,6 @@ SECRET_HEADERS = [
     "proxy-authorization",
 ]
 SECRET_QUERY = ["key", "api_key", "api-key", "apikey", "access_token", "token"]
-REDACTED = "REDACTED"
-_KEY_ENV = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
-_KEY_SHAPES = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,})")
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -79,21 +77,10 @@ def match_body(r1: Request, r2: Request) -> None:
     assert r1.body == r2.body or _canonical_body(r1.body) == _canonical_body(r2.body), "body differs"
 
 
-def secret_values() -> list[str]:
-    """Values of environment variables that look like credentials, to scrub wherever they appear."""
-    return [v for k, v in os.environ.items() if _KEY_ENV.search(k.upper()) and len(v) >= 8]
-
-
-def _scrub_text(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return _KEY_SHAPES.sub(REDACTED, text)
-
-
 def _scrub_request(request: Request) -> Request:
     if request.body:
         raw = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else request.body
-        request.body = _scrub_text(raw, secret_values()).encode()
+        request.body = redact(raw).encode()
     return request
 
 
@@ -107,7 +94,7 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw, bytes):
         secrets = secret_values()
         text = raw.decode("utf-8", "replace")
-        scrubbed = _scrub_text(text, secrets)
+        scrubbed = redact(text, secrets)
         if scrubbed != text:
             body["string"] = scrubbed.encode()
     return response

@@ -15,13 +15,15 @@ from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
 DEAL = accept_and_verdict()
 
 
-def test_fake_key_reaches_no_file_log_or_cassette(tmp_path, monkeypatch):
+def test_fake_key_reaches_no_file_log_or_cassette(tmp_path, monkeypatch, fast_retries):
     key = "sk-test-" + secrets.token_urlsafe(24)
     monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("SANDBOX_LOG_LEVEL", "DEBUG")  # the most verbose log: provider libraries' dumps too
     monkeypatch.chdir(ROOT)
     cassette = tmp_path / "cassettes" / "secret-run.yaml"
     cassette.parent.mkdir()
-    with FakeProvider([Reply(content=json.dumps(DEAL))]) as provider:
+    replies = [Reply(content=json.dumps(DEAL))]
+    with FakeProvider(replies, faults=["500", "429"], fault_rate=0.3, seed=3) as provider:
         model = {"model": "openai/gpt-4o-mini", "api_base": provider.api_base}
         spec = {
             "id": "secrets",
@@ -43,9 +45,36 @@ def test_fake_key_reaches_no_file_log_or_cassette(tmp_path, monkeypatch):
     assert any(key in h.get("Authorization", "") for h in sent_headers)  # the key was really used
     (folder,) = (tmp_path / "runs").iterdir()
     assert CliRunner().invoke(app, ["report", str(folder)]).exit_code == 0
+    log = (folder / "run.log").read_text()
+    assert "episode " in log and "retry " in log and "LiteLLM" in log  # retries and provider debug lines logged
     scanned = [p for p in tmp_path.rglob("*") if p.is_file()]
     hits = [p for p in scanned if key.encode() in p.read_bytes()]
-    print(f"\nscanned {len(scanned)} files (run folder, report, cassette) and the output for the key: {len(hits)} hits")
+    print(
+        f"\nscanned {len(scanned)} files (run folder with its DEBUG run.log of {len(log.splitlines())} lines, report,"
+        f" cassette) and the output for the key: {len(hits)} hits; {log.count('REDACTED')} redactions in the log"
+    )
     assert hits == []
     assert key not in result.output
     assert "REDACTED" in cassette.read_text()
+
+
+def test_run_log_redacts_keys_from_the_environment_and_key_shaped_strings(tmp_path, monkeypatch):
+    import logging
+    import logging.handlers
+
+    from sandbox.runlog import run_log
+
+    env_key = "plain-" + secrets.token_hex(12)  # no key shape: caught only because it sits in the environment
+    shaped = "sk-proj-" + secrets.token_urlsafe(20)  # never in the environment: caught by its shape
+    monkeypatch.setenv("ACME_API_KEY", env_key)
+    with run_log(tmp_path) as path:
+        logging.getLogger("sandbox").warning("calling with %s", env_key)
+        logging.getLogger("LiteLLM").warning("headers: {'Authorization': 'Bearer %s'}", shaped)
+        try:
+            raise RuntimeError(f"provider said: bad key {shaped}")
+        except RuntimeError:
+            logging.getLogger("sandbox").exception("call failed")
+    text = path.read_text()
+    assert env_key not in text and shaped not in text
+    assert text.count("REDACTED") == 3  # the message, the header, the exception text in the traceback
+    assert not any(isinstance(h, logging.handlers.QueueHandler) for h in logging.getLogger("sandbox").handlers)
