@@ -30,7 +30,8 @@ REPLAY_API_BASE = "http://127.0.0.1:8080/v1"
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    """One line, whatever the terminal's width: scripts and CI logs grep for it."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -427,7 +428,9 @@ def run_command(
                 console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]")
             parallel = max(2, min(spec.concurrency, 8))
             with model_runtime(spec.all_models(), cassette, record, parallel=parallel) as local_api_base:
-                options = RunOptions(retry_failed=retry_failed, max_cost_usd=max_cost, cache=cache)
+                options = RunOptions(
+                    retry_failed=retry_failed, max_cost_usd=max_cost, cache=cache, local_slots=parallel
+                )
                 summary = _run_with_progress(spec, catalog, loaded_rubric, store, run_id, plan, local_api_base, options)
             table = export(folder)
             from sandbox.report import write_report
@@ -440,10 +443,11 @@ def run_command(
             cache.close()
     render_summary(summary)
     console.print(f"results: {folder / 'episodes.jsonl'}; table: {table}; report: {report_html}")
+    console.print(f"log: {folder / 'run.log'}")
 
 
 def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, options):  # noqa: ANN001, ANN202
-    """Run with a live progress bar: done / failed / running, tokens and cost so far, ETA."""
+    """Run with a live progress bar: done / failed / running, retries, tokens and cost so far, ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -455,7 +459,7 @@ def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, opt
 
     from sandbox.runner import run_experiment
 
-    counts = {"ok": 0, "failed": 0, "running": 0, "tokens": 0, "cost": 0.0}
+    counts = {"ok": 0, "failed": 0, "running": 0, "retries": 0, "tokens": 0, "cost": 0.0}
     with Progress(
         TextColumn("[bold]episodes"),
         BarColumn(),
@@ -472,7 +476,7 @@ def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, opt
         def status() -> str:
             return (
                 f"ok {counts['ok']} failed {counts['failed']} running {counts['running']} "
-                f"tokens {counts['tokens']:,} cost ${counts['cost']:.4f}"
+                f"retries {counts['retries']} tokens {counts['tokens']:,} cost ${counts['cost']:.4f}"
             )
 
         def on_start(_episode) -> None:  # noqa: ANN001
@@ -483,6 +487,7 @@ def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, opt
             counts["running"] -= 1
             counts["ok" if result.status == "ok" else "failed"] += 1
             counts["tokens"] += result.tokens
+            counts["retries"] += result.retries
             counts["cost"] += result.cost_usd
             progress.update(task, advance=1, status=status())
 
@@ -494,7 +499,8 @@ def render_summary(summary) -> None:  # noqa: ANN001
     console.print(
         f"\n[bold]{summary.run_id}[/]: {summary.ok + summary.failed}/{summary.planned} episodes finished "
         f"({summary.ran} this run, {summary.finished_before} before), ok {summary.ok}, failed {summary.failed}; "
-        f"wall {summary.wall_time_s:.1f} s; model calls {summary.calls_made}, cache hits {summary.cache_hits}; "
+        f"wall {summary.wall_time_s:.1f} s; model calls {summary.calls_made} ({summary.retries} retries), "
+        f"cache hits {summary.cache_hits}; "
         f"cost ${summary.cost_usd:.4f} (this run ${summary.run_cost_usd:.4f})"
     )
     if summary.failures_by_reason:

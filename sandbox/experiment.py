@@ -23,6 +23,9 @@ class RateLimit(BaseModel):
 
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
+    # At most this many requests to the model at once (a provider's concurrency cap). Requests wait
+    # for a free place before their timeout starts, instead of timing out in the provider's queue.
+    max_in_flight: int | None = Field(None, ge=1)
 
 
 class RoleModels(BaseModel):

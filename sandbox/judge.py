@@ -10,6 +10,7 @@ the model cannot score (junk twice, provider failure) is recorded with its reaso
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import statistics
@@ -169,9 +170,13 @@ def constrained_verdict_model(case: JudgeCase) -> type[BaseModel]:
     construction, which a tiny model cannot manage freely; the check below still runs.
     """
     options = quote_options(case)
-    if not options:
-        return CriterionVerdict
-    quote_type = Literal[tuple(options)]  # type: ignore[valid-type]
+    return _verdict_model_choosing_from(tuple(options)) if options else CriterionVerdict
+
+
+@functools.lru_cache(maxsize=64)
+def _verdict_model_choosing_from(options: tuple[str, ...]) -> type[BaseModel]:
+    """One class per transcript, shared by its ten criteria (and so is its schema, built once)."""
+    quote_type = Literal[options]  # type: ignore[valid-type]
     return create_model(
         "CriterionVerdictConstrained",
         score=(Literal[1, 2, 3, 4, 5], ...),

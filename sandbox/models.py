@@ -14,11 +14,13 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import contextvars  # noqa: E402
 import email.utils  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
@@ -33,6 +35,7 @@ from tenacity import (  # noqa: E402
     wait_exponential_jitter,
 )
 
+from sandbox.runlog import log
 from sandbox.schemas import ModelCall, ModelSettings  # noqa: E402
 
 litellm.suppress_debug_info = True
@@ -247,6 +250,16 @@ def retry_policy(
     )
 
 
+def _log_retry(label: str, purpose: str, state: RetryCallState) -> None:
+    """Every retry goes to the run log with its reason: an overnight run's flakiness is visible after."""
+    outcome = state.outcome
+    reason = _describe(outcome.exception()) if outcome is not None and outcome.failed else "no result"
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    log.warning(
+        "retry %s (%s) after attempt %d: %s; waiting %.1f s", label, purpose, state.attempt_number, reason, wait
+    )
+
+
 # The policy is a module attribute so tests can shorten the waits without patching internals.
 RETRY_POLICY_FACTORY = retry_policy
 
@@ -261,7 +274,9 @@ class CallContext:
     cache: Any = None  # sandbox.cache.ResponseCache
     request_limits: dict[str, Any] = field(default_factory=dict)  # model id -> AsyncLimiter (requests)
     token_limits: dict[str, Any] = field(default_factory=dict)  # model id -> AsyncLimiter (tokens)
-    calls_made: int = 0
+    in_flight: dict[str, asyncio.Semaphore] = field(default_factory=dict)  # model id -> places for requests at once
+    calls_made: int = 0  # requests sent, retries included
+    retries: int = 0
     cache_hits: int = 0
 
 
@@ -281,6 +296,16 @@ async def _respect_limits(context: CallContext | None, model: str, tokens: int) 
     token_limiter = context.token_limits.get(model)
     if token_limiter is not None:
         await token_limiter.acquire(min(tokens, token_limiter.max_rate))
+
+
+@contextlib.asynccontextmanager
+async def _within_limits(context: CallContext | None, model: str, tokens: int) -> AsyncIterator[None]:
+    """Everything a run limits per model, around one request: its rate limits, then a place among the
+    requests allowed at once (held for the request only, so its timeout never runs while it queues)."""
+    await _respect_limits(context, model, tokens)
+    place = context.in_flight.get(model) if context is not None else None
+    async with place or contextlib.nullcontext():
+        yield
 
 
 # --------------------------------------------------------------------------- calls
@@ -388,14 +413,17 @@ async def complete(
     attempts = 0
     started = time.perf_counter()
     try:
-        async for attempt in RETRY_POLICY_FACTORY():
+        policy = RETRY_POLICY_FACTORY()
+        policy.before_sleep = functools.partial(_log_retry, endpoint.label, purpose)
+        async for attempt in policy:
             with attempt:
                 attempts += 1
-                await _respect_limits(context, endpoint.model_id, _estimated_tokens(messages, max_tokens))
                 if context is not None:
                     context.calls_made += 1
+                    context.retries += attempts > 1
                 try:
-                    response = await litellm.acompletion(**kwargs)
+                    async with _within_limits(context, endpoint.model_id, _estimated_tokens(messages, max_tokens)):
+                        response = await litellm.acompletion(**kwargs)
                 except Exception as exc:
                     detail = cassette_miss_detail(exc)
                     if detail is not None:
@@ -444,6 +472,17 @@ def _failed_call(endpoint: Endpoint, purpose: str, attempts: int, started: float
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _schema_text(schema_model: type[BaseModel]) -> str:
+    return json.dumps(schema_model.model_json_schema())
+
+
+def schema_of(schema_model: type[BaseModel]) -> dict[str, Any]:
+    """A fresh copy of the model's JSON schema: pydantic rebuilds it on every call (about 1 ms each
+    turn, the largest cost of our own per call), and callers downstream may mutate what they get."""
+    return json.loads(_schema_text(schema_model))
+
+
 def json_schema_format(schema_model: type[BaseModel], strict: bool = True) -> dict[str, Any]:
     """``response_format`` for a pydantic model.
 
@@ -455,7 +494,7 @@ def json_schema_format(schema_model: type[BaseModel], strict: bool = True) -> di
         "type": "json_schema",
         "json_schema": {
             "name": schema_model.__name__,
-            "schema": schema_model.model_json_schema(),
+            "schema": schema_of(schema_model),
             "strict": strict,
         },
     }
@@ -496,7 +535,7 @@ async def complete_structured(
     use_schema = supports_json_schema(endpoint)
     conversation = list(messages)
     if not use_schema:
-        schema_text = json.dumps(schema_model.model_json_schema())
+        schema_text = _schema_text(schema_model)
         conversation = conversation + [
             {
                 "role": "user",
@@ -506,18 +545,23 @@ async def complete_structured(
     calls: list[ModelCall] = []
     last_problem = ""
     for attempt in range(2):
-        completion = await complete(
-            endpoint,
-            conversation,
-            purpose=purpose if attempt == 0 else f"{purpose}:repair",
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            timeout_s=timeout_s,
-            response_format=json_schema_format(schema_model, strict=endpoint.structured == "json_schema")
-            if use_schema
-            else None,
-        )
+        try:
+            completion = await complete(
+                endpoint,
+                conversation,
+                purpose=purpose if attempt == 0 else f"{purpose}:repair",
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=seed,
+                timeout_s=timeout_s,
+                response_format=json_schema_format(schema_model, strict=endpoint.structured == "json_schema")
+                if use_schema
+                else None,
+            )
+        except ModelCallError as exc:
+            # A repair that fails for good must not lose the first call: its tokens and retries were spent.
+            exc.calls = calls + exc.calls
+            raise
         calls.append(completion.call)
         try:
             return parse_json_output(completion.text, schema_model), calls

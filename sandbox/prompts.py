@@ -36,6 +36,7 @@ def _env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
+        auto_reload=False,  # templates ship with the package: no stat() of the file on every turn
     )
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from sandbox.metrics import OutcomeMetrics
-from sandbox.schemas import EpisodeSpec, Judgement, Transcript
+from sandbox.schemas import EpisodeSpec, Judgement, ModelCall, Transcript
 
 
 class EpisodeResult(BaseModel):
@@ -28,3 +28,14 @@ class EpisodeResult(BaseModel):
     cached_calls: int = 0
     wall_time_s: float = 0.0
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def calls(self) -> list[ModelCall]:
+        """Every model call of the episode: its turns, then its judging."""
+        turns = self.transcript.calls if self.transcript is not None else []
+        return turns + [c for j in self.judgements for c in j.calls]
+
+    @property
+    def retries(self) -> int:
+        """Requests re-sent after a transient failure, turns and judging together."""
+        return sum(max(c.attempts - 1, 0) for c in self.calls)

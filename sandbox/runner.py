@@ -8,6 +8,7 @@ finished ids are skipped, and the response cache answers repeated requests.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from sandbox.judge import case_from_transcript, judge
 from sandbox.metrics import outcome_metrics
 from sandbox.models import CALL_CONTEXT, CallContext
 from sandbox.results import EpisodeResult
+from sandbox.runlog import log, run_log
 from sandbox.schemas import EpisodeSpec, OutcomeStatus, Rubric
 from sandbox.store import RunStore, environment, read_results
 
@@ -44,6 +46,7 @@ class RunOptions:
     cache: object | None = None  # sandbox.cache.ResponseCache
     on_start: OnStart | None = None
     on_result: OnResult | None = None
+    local_slots: int | None = None  # the embedded server's parallel slots: requests to it at once
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class RunSummary(BaseModel):
     calls_made: int
     cache_hits: int
     wall_time_s: float
+    retries: int = 0
     per_strategy: dict[str, StrategyLine]
 
 
@@ -164,6 +168,15 @@ def short_reason(error: str | None) -> str:
     return error.split(": ", 1)[-1][:60]
 
 
+def in_flight_places(spec: ExperimentSpec, local_slots: int | None) -> dict[str, asyncio.Semaphore]:
+    """Per-model caps on requests at once. The embedded server gets one place per slot, so a request
+    never waits (and times out) in llama.cpp's queue behind other requests."""
+    places = {m: asyncio.Semaphore(r.max_in_flight) for m, r in spec.rate_limits.items() if r.max_in_flight}
+    if local_slots and "local" not in places:
+        places["local"] = asyncio.Semaphore(local_slots)
+    return places
+
+
 def limiters(spec: ExperimentSpec) -> tuple[dict[str, AsyncLimiter], dict[str, AsyncLimiter]]:
     requests = {
         m: AsyncLimiter(r.requests_per_minute, 60) for m, r in spec.rate_limits.items() if r.requests_per_minute
@@ -216,6 +229,30 @@ async def run_one(
     )
 
 
+def _log_episode(result: EpisodeResult) -> None:
+    spec = result.spec
+    where = f"{spec.strategy} / {spec.prospect} / {spec.scenario} seed {spec.seed} opener {spec.opener}"
+    tail = (
+        f"calls {result.model_calls}, tokens {result.tokens}, cost ${result.cost_usd:.4f}, {result.wall_time_s:.1f} s"
+    )
+    if result.status == "ok":
+        outcome = result.transcript.outcome.status.value if result.transcript is not None else "ok"
+        log.info("episode %s (%s): ok, %s; %s", result.episode_id, where, outcome, tail)
+    else:
+        log.warning("episode %s (%s): failed: %s; %s", result.episode_id, where, result.error, tail)
+
+
+def _log_end(summary: RunSummary) -> None:
+    log.info(
+        "run %s ended: %d ran, ok %d, failed %d%s, not started %d%s; calls %d (%d retries), cache hits %d, "
+        "cost $%.4f, %.1f s",
+        summary.run_id, summary.ran, summary.ok, summary.failed,
+        f" {summary.failures_by_reason}" if summary.failures_by_reason else "",
+        summary.not_started, " (budget reached)" if summary.stopped_for_budget else "",
+        summary.calls_made, summary.retries, summary.cache_hits, summary.run_cost_usd, summary.wall_time_s,
+    )  # fmt: skip
+
+
 async def run_experiment(
     spec: ExperimentSpec,
     catalog: Catalog,
@@ -227,13 +264,22 @@ async def run_experiment(
     options: RunOptions,
 ) -> RunSummary:
     started = time.perf_counter()
+    # Everything alive now (litellm and its providers: about a million objects) lives as long as the
+    # process. Frozen, a full collection no longer walks it; unfrozen, each one stalled the event loop,
+    # and with it every call in flight, for about 0.2 s (measured in bench/runner_bench.py).
+    gc.freeze()
     budget = (
         min(b for b in (options.max_cost_usd, spec.budget_usd) if b is not None)
         if (options.max_cost_usd is not None or spec.budget_usd is not None)
         else None
     )
     request_limits, token_limits = limiters(spec)
-    context = CallContext(cache=options.cache, request_limits=request_limits, token_limits=token_limits)
+    context = CallContext(
+        cache=options.cache,
+        request_limits=request_limits,
+        token_limits=token_limits,
+        in_flight=in_flight_places(spec, options.local_slots),
+    )
     token = CALL_CONTEXT.set(context)
     queue: asyncio.Queue[EpisodeSpec] = asyncio.Queue()
     for episode in plan.todo:
@@ -245,6 +291,8 @@ async def run_experiment(
     async def worker() -> None:
         while True:
             if budget is not None and spent["cost"] >= budget:
+                if not stopped["budget"]:
+                    log.warning("budget reached: spent $%.4f of $%.4f; no new episodes start", spent["cost"], budget)
                 stopped["budget"] = True
                 return
             try:
@@ -254,38 +302,47 @@ async def run_experiment(
             if options.on_start:
                 options.on_start(episode)
             result = await run_one(run_id, episode, spec, catalog, rubric, local_api_base)
-            store.append(result)
+            await store.append_async(result)
+            _log_episode(result)
             results[result.episode_id] = Tally.of(result)
             spent["cost"] += result.cost_usd
             if options.on_result:
                 options.on_result(result)
 
-    try:
-        await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(1, len(plan.todo))))))
-    finally:
-        CALL_CONTEXT.reset(token)
+    with run_log(store.folder):
+        log.info(
+            "run %s: %d planned, %d to run, %d finished before; concurrency %d",
+            run_id, len(plan.planned), len(plan.todo), len(plan.finished), spec.concurrency,
+        )  # fmt: skip
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(1, len(plan.todo))))))
+        finally:
+            CALL_CONTEXT.reset(token)
 
-    everything = {**plan.finished, **results}
-    failures = Counter(short_reason(r.error) for r in everything.values() if r.status == "failed")
-    return RunSummary(
-        run_id=run_id,
-        folder=str(store.folder),
-        planned=len(plan.planned),
-        finished_before=len(plan.finished),
-        ran=len(results),
-        ok=sum(1 for r in everything.values() if r.status == "ok"),
-        failed=sum(1 for r in everything.values() if r.status == "failed"),
-        failures_by_reason=dict(failures.most_common()),
-        not_started=queue.qsize(),
-        stopped_for_budget=stopped["budget"] and queue.qsize() > 0,
-        budget_usd=budget,
-        cost_usd=round(spent["cost"], 6),
-        run_cost_usd=round(sum(r.cost_usd for r in results.values()), 6),
-        calls_made=context.calls_made,
-        cache_hits=context.cache_hits,
-        wall_time_s=round(time.perf_counter() - started, 3),
-        per_strategy=per_strategy(list(everything.values())),
-    )
+        everything = {**plan.finished, **results}
+        failures = Counter(short_reason(r.error) for r in everything.values() if r.status == "failed")
+        summary = RunSummary(
+            run_id=run_id,
+            folder=str(store.folder),
+            planned=len(plan.planned),
+            finished_before=len(plan.finished),
+            ran=len(results),
+            ok=sum(1 for r in everything.values() if r.status == "ok"),
+            failed=sum(1 for r in everything.values() if r.status == "failed"),
+            failures_by_reason=dict(failures.most_common()),
+            not_started=queue.qsize(),
+            stopped_for_budget=stopped["budget"] and queue.qsize() > 0,
+            budget_usd=budget,
+            cost_usd=round(spent["cost"], 6),
+            run_cost_usd=round(sum(r.cost_usd for r in results.values()), 6),
+            calls_made=context.calls_made,
+            retries=context.retries,
+            cache_hits=context.cache_hits,
+            wall_time_s=round(time.perf_counter() - started, 3),
+            per_strategy=per_strategy(list(everything.values())),
+        )
+        _log_end(summary)
+    return summary
 
 
 def mean_rubric_score(result: EpisodeResult) -> float | None:

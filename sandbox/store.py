@@ -7,15 +7,18 @@ processes from writing the same run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
@@ -67,9 +70,18 @@ def new_run_id(spec_id: str) -> str:
 
 
 class RunStore:
+    """The run folder, held by one process at a time (file lock).
+
+    Results go to ``episodes.jsonl`` one line per episode, fsynced before the episode counts as done.
+    The write happens on one writer thread (``append_async``): appends stay in order and whole, and
+    the event loop keeps serving model calls during the fsync instead of stalling every worker.
+    """
+
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
         self._lock = FileLock(str(self.folder / LOCK), timeout=0)
+        self._handle: BinaryIO | None = None
+        self._writer: ThreadPoolExecutor | None = None
 
     @property
     def episodes_path(self) -> Path:
@@ -86,10 +98,19 @@ class RunStore:
         except Timeout:
             raise RunLockedError(f"{self.folder} is being written by another sandbox process") from None
         self._trim_torn_line()
+        self._handle = self.episodes_path.open("ab")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-store")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        try:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+            if self._handle is not None:
+                self._handle.close()
+        finally:
+            self._writer = self._handle = None
+            self._lock.release()
 
     def write_manifest(self, manifest: dict[str, object]) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")
@@ -110,11 +131,16 @@ class RunStore:
             handle.truncate(data.rfind(b"\n") + 1)
 
     def append(self, result: EpisodeResult) -> None:
-        line = result.model_dump_json() + "\n"
-        with self.episodes_path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if self._handle is None:
+            raise RuntimeError("RunStore.append outside its `with` block")
+        self._handle.write((result.model_dump_json() + "\n").encode("utf-8"))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    async def append_async(self, result: EpisodeResult) -> None:
+        if self._writer is None:
+            raise RuntimeError("RunStore.append_async outside its `with` block")
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.append, result)
 
 
 def read_results(folder: Path | str) -> Iterator[EpisodeResult]:

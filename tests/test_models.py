@@ -131,6 +131,16 @@ async def test_structured_output_junk_twice_is_a_failure(fast_retries):
     assert len(exc.value.calls) == 2 and "twice" in exc.value.reason
 
 
+async def test_a_repair_that_fails_keeps_the_first_call(fast_retries):
+    """The first answer's tokens and retries were spent: a failed repair must not drop them."""
+    script = [Reply(status=500), Reply(content="junk"), Reply(status=500)]
+    with FakeProvider(script) as p, pytest.raises(ModelCallError) as exc:
+        await complete_structured(fake(p.api_base), HELLO, Verdict, purpose="x")
+    first, repair = exc.value.calls
+    assert first.purpose == "x" and first.attempts == 2 and first.error.startswith("invalid output")
+    assert repair.purpose == "x:repair" and repair.attempts > 1 and "500" in repair.error
+
+
 async def test_structured_extraction_on_the_embedded_model_replays(no_local_server):
     """One grammar-constrained call recorded from llama.cpp: valid JSON for the schema."""
     from sandbox.local_server import serve_local_model
