@@ -10,10 +10,13 @@ import asyncio
 import json
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 
@@ -32,6 +35,48 @@ def accept_and_verdict(score: int = 4) -> dict[str, Any]:
     }
 
 
+WALK_LINE = "No thanks, I will walk away."
+
+
+def deal_or_walk(walker: str = "Morgan", latency_s: float = 0.0) -> Callable[[dict[str, Any]], Reply]:
+    """A deterministic script in which every negotiation ends: the prospect named ``walker`` (the
+    skeptic) walks away on its first turn, every other prospect accepts the list price; judge calls get
+    a verdict whose quote is in the transcript either way. Whatever faults are injected around it,
+    a finished episode's outcome is known in advance, so a test can check nothing was mis-recorded."""
+    walk = {"message": WALK_LINE, "action": "walk_away", "price": None, "terms": None}
+    walk |= {"score": 2, "rationale": "Leaves.", "evidence": [{"turn": 1, "quote": WALK_LINE}]}
+    deal = accept_and_verdict()
+
+    def respond(payload: dict[str, Any]) -> Reply:
+        messages = payload.get("messages") or [{}]
+        system = str(messages[0].get("content", ""))
+        everything = " ".join(str(m.get("content", "")) for m in messages)
+        walks = system.startswith(f"You are {walker}.") or WALK_LINE in everything
+        return Reply(content=json.dumps(walk if walks else deal), delay_s=latency_s)
+
+    return respond
+
+
+def spec_file(folder: Path, api_base: str, judge_model: str = "openai/gpt-4o", **overrides: Any) -> Path:
+    """An experiment spec whose every side talks to the fake provider at ``api_base``: 2 strategies x 2
+    prospects x 1 scenario x 2 seeds, judged; ``overrides`` replace top-level keys."""
+    model = {"model": "openai/gpt-4o-mini", "api_base": api_base}
+    spec = {
+        "id": "fake",
+        "strategies": ["eager-to-please", "assertive-consultant"],
+        "prospects": ["price-haggler", "skeptic"],
+        "scenarios": ["saas-seats"],
+        "seeds": 2,
+        "max_turns": 4,
+        "models": {"rep": model, "prospect": model, "judge": {**model, "model": judge_model}},
+        "concurrency": 4,
+        "baseline": "eager-to-please",
+    } | overrides
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 FAULTS = ["429", "500", "503", "timeout", "reset", "malformed", "junk", "empty"]
 FAULT_TIMEOUT_S = 1.5  # longer than the client timeout the fault tests use
 
@@ -42,7 +87,17 @@ class Reply:
     content: str | None = "ok"
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: str | None = None  # send this instead of a well-formed completion
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # fixed latency per call (time to first token)
+    tokens_per_s: float | None = None  # then generation time: completion tokens / tokens_per_s
+    completion_tokens: int = 7
+    jitter: float = 0.0  # latency drawn uniformly from [1 - jitter, 1 + jitter] x nominal: same mean
+
+    def latency(self, rng: random.Random | None = None) -> float:
+        generation = self.completion_tokens / self.tokens_per_s if self.tokens_per_s else 0.0
+        nominal = self.delay_s + generation
+        if self.jitter and rng is not None:
+            return nominal * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        return nominal
 
     def body(self, request_json: dict[str, Any]) -> str:
         if self.raw_body is not None:
@@ -58,7 +113,11 @@ class Reply:
                 "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": self.content}, "finish_reason": "stop"}
                 ],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+                "usage": {
+                    "prompt_tokens": 11,
+                    "completion_tokens": self.completion_tokens,
+                    "total_tokens": 11 + self.completion_tokens,
+                },
             }
         )
 
@@ -76,6 +135,7 @@ class FakeProvider:
         faults: list[str] | None = None,
         fault_rate: float = 0.0,
         seed: int = 0,
+        keep_requests: bool = True,
     ):
         self.responder = script if callable(script) else None
         self.script = [] if callable(script) else list(script)
@@ -85,6 +145,13 @@ class FakeProvider:
         self.injected: dict[str, int] = {}
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.keep_requests = keep_requests  # off for long benchmarks: memory stays flat
+        self.served = 0
+        self.handling_s = 0.0  # time spent inside the handler: what a client waits on the provider
+        self.active = 0  # requests being answered now, and the most at once
+        self.max_active = 0
+        self.first_at: float | None = None  # wall clock (time.time) of the first request and last reply
+        self.last_at: float | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -118,9 +185,33 @@ class FakeProvider:
         raise ValueError(f"unknown fault {kind}")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = time.time()
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            self.active -= 1
+            self.served += 1
+            self.handling_s += time.perf_counter() - started
+            self.last_at = time.time()
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        stats = {
+            "served": self.served,
+            "handling_s": self.handling_s,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+        }
+        return web.json_response(stats)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
-        self.requests.append(payload)
-        self.headers.append(dict(request.headers))
+        if self.keep_requests:
+            self.requests.append(payload)
+            self.headers.append(dict(request.headers))
         faulty = await self._fault(request)
         if faulty is not None:
             return faulty
@@ -128,8 +219,9 @@ class FakeProvider:
             reply = self.responder(payload)
         else:
             reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        latency = reply.latency(self._rng)
+        if latency:
+            await asyncio.sleep(latency)
         return web.Response(
             status=reply.status, text=reply.body(payload), headers=reply.headers, content_type="application/json"
         )
@@ -138,6 +230,7 @@ class FakeProvider:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -163,15 +256,27 @@ class FakeProvider:
 
 
 def serve_forever() -> None:  # pragma: no cover - used by benchmarks, in their own process
-    """``python -m tests.fake_provider --delay 0.5 --content '{...}'``: prints the API base, then serves."""
+    """``python -m tests.fake_provider --delay 0.5 [--tokens-per-s 50 --completion-tokens 40] --content '{...}'``.
+
+    Prints the API base, then serves; ``GET /stats`` answers requests served and time spent answering.
+    """
     import argparse
-    import time
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--tokens-per-s", type=float, default=None)
+    parser.add_argument("--completion-tokens", type=int, default=7)
+    parser.add_argument("--jitter", type=float, default=0.0, help="latency uniform in [1-j, 1+j] x nominal")
     parser.add_argument("--content", default="ok")
     args = parser.parse_args()
-    with FakeProvider([Reply(content=args.content, delay_s=args.delay)]) as provider:
+    reply = Reply(
+        content=args.content,
+        delay_s=args.delay,
+        tokens_per_s=args.tokens_per_s,
+        completion_tokens=args.completion_tokens,
+        jitter=args.jitter,
+    )
+    with FakeProvider([reply], keep_requests=False) as provider:
         print(provider.api_base, flush=True)
         while True:
             time.sleep(3600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from sandbox.catalog import CatalogError
@@ -21,30 +21,12 @@ from sandbox.cli import app
 from sandbox.experiment import ExperimentSpec, expand, load_experiment
 from sandbox.store import RunLockedError, RunStore, latest_results, read_results
 from tests.conftest import ROOT
-from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
+from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, spec_file
 
 runner = CliRunner()
 
 # One reply that is a valid one-call turn and a valid judge verdict: the prospect accepts list price.
 DEAL = accept_and_verdict()
-
-
-def spec_file(tmp_path: Path, api_base: str, **overrides) -> Path:
-    model = {"model": "openai/gpt-4o-mini", "api_base": api_base}
-    spec = {
-        "id": "fake",
-        "strategies": ["eager-to-please", "assertive-consultant"],
-        "prospects": ["price-haggler", "skeptic"],
-        "scenarios": ["saas-seats"],
-        "seeds": 2,
-        "max_turns": 4,
-        "models": {"rep": model, "prospect": model, "judge": {**model, "model": "openai/gpt-4o"}},
-        "concurrency": 4,
-        "baseline": "eager-to-please",
-    } | overrides
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -179,7 +161,7 @@ def test_second_run_with_cache_makes_no_model_calls(tmp_path):
         second = run_cli(str(path), "--runs-dir", str(tmp_path / "b"), "--cache-dir", str(cache))
         assert len(provider.requests) == sent  # nothing new reached the provider
     assert first.exit_code == 0 and second.exit_code == 0, second.output
-    assert "model calls 0," in second.output and "cost $0.0000" in second.output
+    assert "model calls 0 (0 retries)," in second.output and "cost $0.0000" in second.output
     (folder,) = (tmp_path / "b").iterdir()
     assert all(r.cached_calls > 0 and r.model_calls == 0 for r in read_results(folder))
 
@@ -220,26 +202,35 @@ def test_torn_last_line_is_trimmed_on_resume(tmp_path):
     assert (folder / "episodes.jsonl").read_text() == ""
 
 
+RUN_COMMAND = [sys.executable, "-c", "from sandbox.cli import app; app()", "run"]
+RUN_ENV = {**os.environ, "OPENAI_API_KEY": "sk-test-runner-not-a-real-key"}
+
+
+def run_then_sigkill(spec: Path, runs: Path, kill_after: int) -> Path:
+    """Start ``sandbox run`` in its own process and SIGKILL it once ``kill_after`` episodes are on disk,
+    plus a random few milliseconds so the kill can land mid-episode or mid-write."""
+    command = [*RUN_COMMAND, str(spec), "--runs-dir", str(runs), "--no-cache"]
+    process = subprocess.Popen(command, cwd=ROOT, env=RUN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    folder = None
+    while time.monotonic() < deadline:
+        found = list(runs.glob("*/episodes.jsonl")) if runs.exists() else []
+        if found and len(found[0].read_text().splitlines()) >= kill_after:
+            folder = found[0].parent
+            time.sleep(random.Random(kill_after).uniform(0, 0.08))
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert folder is not None, f"the run never wrote {kill_after} episodes"
+    return folder
+
+
 @pytest.mark.parametrize("kill_after", [1, 3, 6, 9, 12])
 def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path, kill_after):
-    runs = tmp_path / "runs"
     with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
         path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
-        env = {**os.environ, "OPENAI_API_KEY": "sk-test-runner-not-a-real-key"}
-        command = [sys.executable, "-c", "from sandbox.cli import app; app()", "run", str(path)]
-        command += ["--runs-dir", str(runs), "--no-cache"]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        folder = None
-        while time.monotonic() < deadline:
-            found = list(runs.glob("*/episodes.jsonl")) if runs.exists() else []
-            if found and len(found[0].read_text().splitlines()) >= kill_after:
-                folder = found[0].parent
-                break
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-        assert folder is not None, f"the run never wrote {kill_after} episodes"
+        folder = run_then_sigkill(path, tmp_path / "runs", kill_after)
         before = len(list(read_results(folder)))
         assert kill_after <= before < 16
         resumed = run_cli(str(path), "--resume", str(folder), "--no-cache")
@@ -247,7 +238,28 @@ def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path, kill_aft
     ids = [r.episode_id for r in read_results(folder)]
     counts = Counter(ids)
     assert len(counts) == 16 and max(counts.values()) == 1
-    print(f"SIGKILL after {before} episodes; after resume {len(ids)} lines, {len(counts)} distinct ids")
+    print(f"\nSIGKILL after {before} episodes; after resume {len(ids)} lines, {len(counts)} distinct ids")
+
+
+def test_two_processes_resuming_one_killed_run_at_once(tmp_path):
+    with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
+        path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
+        folder = run_then_sigkill(path, tmp_path / "runs", 4)
+        command = [*RUN_COMMAND, str(path), "--resume", str(folder), "--no-cache"]
+        both = [
+            subprocess.Popen(command, cwd=ROOT, env=RUN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        outcomes = sorted((p.wait(120), p.stderr.read()) for p in both)
+    (ok_code, _), (refused_code, refused_err) = outcomes
+    assert (ok_code, refused_code) == (0, 2)
+    error_lines = [line for line in refused_err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and "being written by another sandbox process" in error_lines[0]
+    ids = [r.episode_id for r in read_results(folder)]
+    assert len(ids) == 16 == len(set(ids))
+    lines = (folder / "episodes.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["episode_id"] for line in lines)  # every line whole
+    print(f"\ntwo processes resuming one killed run at once: exit codes 0 and 2; {len(lines)} whole lines, 16 ids")
 
 
 async def test_rate_limits_pace_requests_per_model():
@@ -283,10 +295,9 @@ def test_two_processes_on_one_run_folder_one_refuses(tmp_path):
     runs = tmp_path / "runs"
     with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.2)]) as provider:
         path = spec_file(tmp_path, provider.api_base, concurrency=1, seeds=4)
-        env = {**os.environ, "OPENAI_API_KEY": "sk-test-runner-not-a-real-key"}
-        command = [sys.executable, "-c", "from sandbox.cli import app; app()", "run", str(path)]
+        command = [*RUN_COMMAND, str(path)]
         first = subprocess.Popen(
-            [*command, "--runs-dir", str(runs), "--no-cache"], cwd=ROOT, env=env,
+            [*command, "--runs-dir", str(runs), "--no-cache"], cwd=ROOT, env=RUN_ENV,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -294,13 +305,52 @@ def test_two_processes_on_one_run_folder_one_refuses(tmp_path):
             time.sleep(0.02)
         (folder,) = [p.parent for p in runs.glob("*/episodes.jsonl")]
         second = subprocess.run(
-            [*command, "--resume", str(folder), "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True,
+            [*command, "--resume", str(folder), "--no-cache"], cwd=ROOT, env=RUN_ENV, capture_output=True, text=True,
             timeout=60,
         )  # fmt: skip
         assert first.wait(120) == 0
     assert second.returncode == 2
-    assert "being written by another sandbox process" in second.stdout + second.stderr
+    error_lines = [line for line in second.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and str(folder) in error_lines[0]  # one line, the folder named whole
+    assert "being written by another sandbox process" in error_lines[0]
     ids = [r.episode_id for r in read_results(folder)]
     assert len(ids) == 16 == len(set(ids))
     lines = (folder / "episodes.jsonl").read_text().splitlines()
     assert all(json.loads(line)["episode_id"] for line in lines)  # every line whole
+    print(f"\ntwo processes on one run folder: the second exited {second.returncode}: {error_lines[0]}")
+    print(f"the results file: {len(lines)} lines, every one whole, {len(set(ids))} distinct episodes")
+
+
+@pytest.mark.parametrize("cap", [None, 2])
+def test_max_in_flight_caps_requests_at_once_per_model(tmp_path, catalog, cap):
+    import asyncio
+
+    from sandbox.runner import RunOptions, plan_run, run_experiment
+
+    with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.1)]) as provider:
+        limits = {"rate_limits": {"openai/gpt-4o-mini": {"max_in_flight": cap}}} if cap else {}
+        path = spec_file(tmp_path, provider.api_base, concurrency=8, seeds=4, max_turns=2, **limits)
+        spec = load_experiment(path, catalog)
+        spec = spec.model_copy(update={"models": spec.models.model_copy(update={"judge": []})})
+        with RunStore(tmp_path / "run") as store:
+            plan = plan_run(spec, tmp_path / "run", retry_failed=False)
+            summary = asyncio.run(run_experiment(spec, catalog, None, store, "cap", plan, None, RunOptions()))
+        most = provider.max_active
+    assert summary.ok == 16
+    assert most == 2 if cap else most > 2  # with no cap, the 8 workers overlap freely
+
+
+def test_the_embedded_model_gets_one_place_per_slot():
+    import asyncio
+
+    from sandbox.runner import in_flight_places
+
+    async def places_taken() -> tuple[bool, bool]:
+        place = in_flight_places(ExperimentSpec(id="x", strategies=["a"], prospects=["p"], scenarios=["s"]), 3)["local"]
+        for _ in range(2):
+            await place.acquire()
+        before = place.locked()
+        await place.acquire()
+        return before, place.locked()
+
+    assert asyncio.run(places_taken()) == (False, True)  # the third request takes the last place

@@ -4,7 +4,6 @@ every failure recorded with its reason, retries bounded."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 
 import pytest
@@ -14,9 +13,9 @@ from sandbox.judge import load_rubric
 from sandbox.runner import RunOptions, plan_run, run_experiment, short_reason
 from sandbox.store import RunStore, read_results
 from tests.conftest import ROOT
-from tests.fake_provider import FAULTS, FakeProvider, Reply, accept_and_verdict
+from tests.fake_provider import FAULTS, FakeProvider, deal_or_walk
 
-DEAL = accept_and_verdict()
+EXPECTED = {"price-haggler": "deal", "skeptic": "walk_away"}  # what deal_or_walk() scripts for each prospect
 MAX_ATTEMPTS = 4
 
 
@@ -26,7 +25,7 @@ def fake_key(monkeypatch, fast_retries):
 
 
 def faulty_run(catalog, folder, faults: list[str], rate: float, episodes_per_strategy: int, judged: bool):  # noqa: ANN201
-    with FakeProvider([Reply(content=json.dumps(DEAL))], faults=faults, fault_rate=rate, seed=7) as provider:
+    with FakeProvider(deal_or_walk(), faults=faults, fault_rate=rate, seed=7) as provider:
         model = {"model": "openai/gpt-4o-mini", "api_base": provider.api_base, "timeout_s": 0.5}
         spec = ExperimentSpec(
             id="faults",
@@ -60,9 +59,14 @@ def tally(plan, folder) -> dict:  # noqa: ANN001
         "lost": len(planned - set(ids)),
         "duplicated": sum(n - 1 for n in ids.values()),
         "retries": sum(max(c.attempts - 1, 0) for c in calls),
+        "retries_by_result": sum(r.retries for r in results),
         "max_attempts": max((c.attempts for c in calls), default=0),
         "judge_failures": sum(len(j.failures) for r in results for j in r.judgements),
         "failures_have_reasons": all(r.error for r in results if r.status == "failed"),
+        "outcomes": dict(Counter(r.transcript.outcome.status.value for r in results if r.status == "ok")),
+        "misrecorded": sum(
+            1 for r in results if r.status == "ok" and r.transcript.outcome.status.value != EXPECTED[r.spec.prospect]
+        ),
     }
 
 
@@ -75,6 +79,8 @@ def test_each_fault_alone(catalog, tmp_path, fault):
     assert t["lost"] == 0 and t["duplicated"] == 0
     assert t["succeeded"] + sum(t["failed_by_reason"].values()) == t["episodes"] == 40
     assert t["failures_have_reasons"] and t["max_attempts"] <= MAX_ATTEMPTS
+    assert t["misrecorded"] == 0
+    assert summary.retries == t["retries"]
     if fault in {"429", "500", "503", "timeout", "reset", "malformed", "empty"}:
         assert t["retries"] > 0  # transient: retried, and mostly recovered
         assert t["succeeded"] >= 30
@@ -87,9 +93,11 @@ def test_mixed_faults_over_a_200_episode_run(catalog, tmp_path):
     print(
         f"episodes {t['episodes']}, succeeded {t['succeeded']}, failed by reason {t['failed_by_reason']}, "
         f"lost {t['lost']}, duplicated {t['duplicated']}, retries made {t['retries']}, "
-        f"judge criteria failed {t['judge_failures']}"
+        f"judge criteria failed {t['judge_failures']}; outcomes {t['outcomes']}, mis-recorded {t['misrecorded']}"
     )
     assert t["episodes"] == 200 and t["lost"] == 0 and t["duplicated"] == 0
     assert t["succeeded"] + sum(t["failed_by_reason"].values()) == 200
     assert t["failures_have_reasons"] and t["max_attempts"] <= MAX_ATTEMPTS
     assert summary.ok + summary.failed == 200
+    assert summary.retries == t["retries"] == t["retries_by_result"]  # live counter == calls kept
+    assert t["misrecorded"] == 0 and set(t["outcomes"]) == {"deal", "walk_away"}

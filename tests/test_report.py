@@ -10,13 +10,12 @@ import shutil
 import threading
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from sandbox.cli import app
 from sandbox.report import build, write_report
 from tests.conftest import ROOT
-from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
+from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, spec_file
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,20 +28,7 @@ def run_folder(tmp_path_factory):
     os.environ.setdefault("OPENAI_API_KEY", "sk-test-report-not-a-real-key")
     replies = [Reply(content=json.dumps(accept_and_verdict(2 + (i % 3)))) for i in range(400)]
     with FakeProvider(replies) as provider:
-        model = {"model": "openai/gpt-4o-mini", "api_base": provider.api_base}
-        spec = {
-            "id": "report-test",
-            "strategies": ["eager-to-please", "assertive-consultant"],
-            "prospects": ["price-haggler", "skeptic"],
-            "scenarios": ["saas-seats"],
-            "seeds": 3,
-            "max_turns": 4,
-            "models": {"rep": model, "prospect": model, "judge": model},
-            "concurrency": 1,
-            "baseline": "eager-to-please",
-        }
-        path = tmp / "spec.yaml"
-        path.write_text(yaml.safe_dump(spec))
+        path = spec_file(tmp, provider.api_base, "openai/gpt-4o-mini", id="report-test", seeds=3, concurrency=1)
         cwd = os.getcwd()
         os.chdir(ROOT)
         try:
