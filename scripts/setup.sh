@@ -30,7 +30,8 @@ case "${1:-}" in
     if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
-    "$VENV/bin/ruff" check sandbox tests
+    "$VENV/bin/ruff" check sandbox tests bench
+    "$VENV/bin/ruff" format --check sandbox tests bench
     exec "$VENV/bin/python" -m pytest -q
     ;;
   *)
