@@ -274,7 +274,7 @@ async def test_rate_limits_pace_requests_per_model():
     assert time.perf_counter() - started >= 0.5  # 3 requests at 1 per 0.3 s
     started = time.perf_counter()
     await _respect_limits(context, "other-model", 100)  # unlimited models are not slowed
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 0.25  # well under one 0.3 s interval, even on a loaded machine
 
 
 def test_spec_rate_limits_become_limiters():
