@@ -39,7 +39,11 @@ from sandbox.schemas import (
 
 DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "judges" / "rubric.yaml"
 MIN_QUOTE_WORDS = 2
-JUDGE_CONCURRENCY = 4
+JUDGE_CONCURRENCY = 4  # criteria in flight per transcript on a hosted judge
+# On the embedded model, one criterion at a time: the slot that judged the last criterion still holds
+# the transcript in its KV cache, while parallel criteria each re-read it in another slot and
+# grammar-constrained decoding gains nothing from batching on a CPU (bench/judge_embedded.py).
+LOCAL_JUDGE_CONCURRENCY = 1
 
 
 def load_rubric(path: Path | str = DEFAULT_RUBRIC) -> Rubric:
@@ -270,8 +274,10 @@ async def judge(
     settings: ModelSettings,
     local_api_base: str | None = None,
     seed: int = 1,
-    concurrency: int = JUDGE_CONCURRENCY,
+    concurrency: int | None = None,
 ) -> Judgement:
+    if concurrency is None:
+        concurrency = LOCAL_JUDGE_CONCURRENCY if settings.is_local else JUDGE_CONCURRENCY
     gate = asyncio.Semaphore(concurrency)
 
     async def one(criterion: Criterion) -> tuple[CriterionScore, list]:

@@ -157,6 +157,19 @@ async def test_junk_after_one_repair_is_a_recorded_failure_not_a_score(catalog, 
     assert len(judgement.calls) == 2 * len(rubric.criteria)
 
 
+async def test_embedded_judge_takes_one_criterion_at_a_time(catalog, rubric):
+    """A hosted judge gets criteria in parallel; the embedded one gets them in turn, so the llama.cpp
+    slot that read the transcript for one criterion reuses it for the next."""
+    case = case_from_transcript(await scripted_transcript(catalog))
+    verdict = Reply(content=json.dumps({"score": 3, "rationale": "ok", "evidence": []}), delay_s=0.1)
+    with FakeProvider([verdict]) as hosted:
+        await judge(case, rubric, ModelSettings(model="fake-judge", api_base=hosted.api_base))
+    with FakeProvider([verdict]) as local:
+        judgement = await judge(case, rubric, ModelSettings(model="local"), local_api_base=local.api_base)
+    assert hosted.max_active > 1
+    assert local.max_active == 1 and len(judgement.scored) == len(rubric.criteria)
+
+
 async def test_self_preference_and_panel_aggregate(catalog, rubric):
     transcript = await scripted_transcript(catalog)  # both agents were "local"
     case = case_from_transcript(transcript)
