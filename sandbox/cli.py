@@ -558,6 +558,33 @@ def report_command(
         console.print(f"written {png}")
 
 
+@app.command("examples")
+def examples_command(
+    run: Annotated[Path, typer.Argument(help="A run folder under runs/.")],
+    by: Annotated[
+        str, typer.Option("--by", help="Column to rank by: score_mean, score_<criterion> or m_<metric>.")
+    ] = "score_mean",
+    per_strategy: Annotated[int, typer.Option("--per-strategy", min=1, help="Highest and lowest N each.")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/examples).")] = None,
+) -> None:
+    """Write example dialogues for trainers: each strategy's best and worst episodes, as Markdown."""
+    from sandbox.examples import ExamplesError, write_examples
+
+    if not (run / "manifest.json").exists():
+        fail(f"{run}: no manifest.json; not a run folder")
+    try:
+        folder, picks = write_examples(run, by=by, per_strategy=per_strategy, out=out)
+    except ExamplesError as exc:
+        fail(f"{run}: {exc}")
+    table = Table(title=f"Examples by {by}")
+    for column in ("strategy", "picked as", "episode"):
+        table.add_column(column)
+    for pick in picks:
+        table.add_row(pick.strategy, pick.why, pick.episode_id)
+    console.print(table)
+    console.print(f"written {len(picks)} dialogues and an index: {folder / 'README.md'}")
+
+
 @app.command("view")
 def view_command(
     run: Annotated[Path, typer.Argument(help="A run folder under runs/.")],

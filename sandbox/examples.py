@@ -1,0 +1,190 @@
+"""Example dialogues for sales trainers: the best and worst episodes of each strategy, as Markdown.
+
+A trainer wants a few dialogues to discuss, not a results table: for each strategy the episodes that
+scored highest and lowest on a chosen column (the rubric mean, one criterion, or an outcome metric),
+each with the reason it was picked, the dialogue, what the prospect was really hiding, and the judge's
+verdicts with the quotes that were checked against the transcript. Picking is a pure function over
+the results table, so it is tested apart from the files it writes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from pydantic import BaseModel
+
+from sandbox.results import EpisodeResult
+from sandbox.stats import episode_level
+from sandbox.store import read_results
+from sandbox.table import results_frame
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+class ExamplesError(ValueError):
+    """A request the run cannot answer (an unknown column, no finished episode)."""
+
+
+class Pick(BaseModel):
+    """One chosen episode and why it was chosen."""
+
+    episode_id: str
+    strategy: str
+    rank: str  # "highest" or "lowest"
+    by: str
+    value: float | None
+    why: str
+
+
+def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int = 1) -> list[Pick]:
+    """The ``per_strategy`` highest and lowest finished episodes of each strategy on column ``by``.
+
+    Episodes without a value are never picked; ties go to the lower episode id, so the same run
+    always gives the same examples. A strategy with fewer than two scored episodes gets one pick.
+    """
+    episodes = episode_level(frame)
+    if episodes.empty or "status" not in episodes:
+        raise ExamplesError("the run has no finished episodes yet")
+    episodes = episodes[episodes["status"] == "ok"]
+    choices = sorted(
+        c
+        for c in episodes.columns
+        if c.startswith(("score_", "m_")) and pd.to_numeric(episodes[c].dropna(), errors="coerce").notna().all()
+    )  # numbers (or nothing yet): a status or a name cannot rank episodes
+    if by not in choices:
+        raise ExamplesError(f"unknown column '{by}'; choose one of: {', '.join(choices) or 'none (nothing judged)'}")
+    picks: list[Pick] = []
+    for strategy, group in episodes.groupby("strategy", sort=True):
+        scored = group[pd.to_numeric(group[by], errors="coerce").notna()]
+        scored = scored.assign(pick_value=pd.to_numeric(scored[by])).sort_values(["pick_value", "episode_id"])
+        if scored.empty:
+            continue
+        n = min(per_strategy, max(1, len(scored) // 2))
+        highest = scored.sort_values(["pick_value", "episode_id"], ascending=[False, True]).head(n)
+        lowest = scored[~scored["episode_id"].isin(highest["episode_id"])].head(n)  # ties: another episode
+        chosen = set()
+        for rank, rows in (("highest", highest), ("lowest", lowest)):
+            for position, row in enumerate(rows.itertuples(index=False), start=1):
+                if row.episode_id in chosen:
+                    continue
+                chosen.add(row.episode_id)
+                value = float(row.pick_value)
+                place = "" if n == 1 else f" #{position}"
+                picks.append(
+                    Pick(
+                        episode_id=row.episode_id,
+                        strategy=str(strategy),
+                        rank=rank,
+                        by=by,
+                        value=value,
+                        why=f"{rank}{place} {by} of {len(scored)} {strategy} episodes ({value:.2f})",
+                    )
+                )
+    if not picks:
+        raise ExamplesError(f"no finished episode has a value for '{by}'")
+    return picks
+
+
+def _money(value: float | None, currency: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.0f} {currency}"
+
+
+def example_context(result: EpisodeResult, pick: Pick) -> dict[str, Any]:
+    """What the template shows for one episode: evidence quotes are attached to the turns they cite."""
+    transcript = result.transcript
+    assert transcript is not None  # picks come from finished episodes only
+    cast = transcript.cast
+    cited: dict[int, list[str]] = {}
+    verdicts = []
+    for judgement in result.judgements:
+        for score in judgement.scores:
+            quotes = [e for e in score.evidence if e.verified]
+            for e in quotes:
+                cited.setdefault(e.turn, []).append(f"{score.criterion} {score.score}")
+            verdicts.append(
+                {
+                    "judge": judgement.judge_model,
+                    "criterion": score.criterion,
+                    "score": score.score,
+                    "rationale": score.rationale,
+                    "quotes": quotes,
+                    "error": score.error,
+                }
+            )
+    names = {"rep": cast.scenario.rep_name, "prospect": cast.prospect.display_name}
+    turns = [
+        {
+            "index": t.index,
+            "speaker": names[t.speaker],
+            "role": t.speaker,
+            "message": t.message.strip(),
+            "action": t.action.kind.value,
+            "price": _money(t.action.price, cast.scenario.currency) if t.action.price is not None else None,
+            "cited": cited.get(t.index, []),
+        }
+        for t in transcript.turns
+    ]
+    models = {transcript.spec.rep_model.model, transcript.spec.prospect_model.model}
+    return {
+        "pick": pick,
+        "result": result,
+        "cast": cast,
+        "turns": turns,
+        "verdicts": verdicts,
+        "outcome": transcript.outcome,
+        "money": lambda v: _money(v, cast.scenario.currency),
+        "metrics": result.metrics,
+        "embedded": "local" in models,
+    }
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def file_name(pick: Pick) -> str:
+    slug = re.sub(r"[^a-z0-9-]+", "-", f"{pick.strategy}-{pick.rank}-{pick.episode_id}".lower())
+    return f"{slug}.md"
+
+
+def write_examples(
+    folder: Path | str, by: str = "score_mean", per_strategy: int = 1, out: Path | None = None
+) -> tuple[Path, list[Pick]]:
+    """Write one Markdown file per pick and an index (README.md) into ``out`` (default: run/examples)."""
+    folder = Path(folder)
+    picks = pick_examples(results_frame(folder), by=by, per_strategy=per_strategy)
+    wanted = {p.episode_id for p in picks}
+    results: dict[str, EpisodeResult] = {}
+    for result in read_results(folder):
+        if result.episode_id in wanted and result.status == "ok":
+            results[result.episode_id] = result  # the latest line wins, as in the table
+    out = Path(out) if out is not None else folder / "examples"
+    out.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    episode_template = env.get_template("example.md.j2")
+    index = []
+    for pick in picks:
+        name = file_name(pick)
+        context = example_context(results[pick.episode_id], pick)
+        (out / name).write_text(episode_template.render(**context), encoding="utf-8")
+        index.append({"pick": pick, "file": name, "result": results[pick.episode_id]})
+    embedded = any("local" in {e["result"].spec.rep_model.model, e["result"].spec.prospect_model.model} for e in index)
+    index_text = env.get_template("examples_index.md.j2").render(
+        run=folder.name, by=by, entries=index, embedded=embedded
+    )
+    (out / "README.md").write_text(index_text, encoding="utf-8")
+    return out, picks

@@ -1,0 +1,102 @@
+"""Example dialogues for trainers: which episodes are picked, and what their files show."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sandbox.cli import app
+from sandbox.examples import ExamplesError, pick_examples
+from tests.conftest import ROOT
+from tests.fake_provider import WALK_LINE, FakeProvider, deal_or_walk, spec_file
+
+runner = CliRunner()
+
+
+def frame(rows: list[tuple[str, str, str, float | None]]) -> pd.DataFrame:
+    """(episode id, strategy, status, score_mean), one judge per episode."""
+    return pd.DataFrame(
+        [
+            {"episode_id": e, "strategy": s, "status": st, "judge_model": "j", "score_mean": v, "m_turns": 4}
+            for e, s, st, v in rows
+        ]
+    )
+
+
+def test_highest_and_lowest_per_strategy_skip_failures_and_missing_scores():
+    picks = pick_examples(
+        frame(
+            [
+                ("a1", "alpha", "ok", 4.5),
+                ("a2", "alpha", "ok", 2.0),
+                ("a3", "alpha", "ok", 3.0),
+                ("a4", "alpha", "failed", 5.0),  # failed: never an example, whatever it holds
+                ("a5", "alpha", "ok", math.nan),  # not judged: no place in a ranking
+                ("b1", "beta", "ok", 1.0),
+                ("b2", "beta", "ok", 5.0),
+            ]
+        )
+    )
+    chosen = [(p.strategy, p.rank, p.episode_id) for p in picks]
+    assert chosen == [
+        ("alpha", "highest", "a1"),
+        ("alpha", "lowest", "a2"),
+        ("beta", "highest", "b2"),
+        ("beta", "lowest", "b1"),
+    ]
+    assert picks[0].why == "highest score_mean of 3 alpha episodes (4.50)"
+
+
+def test_ties_give_distinct_episodes_in_id_order_and_per_strategy_caps_at_half():
+    picks = pick_examples(frame([(f"e{i}", "alpha", "ok", 3.0) for i in range(5)]), per_strategy=4)
+    ids = [p.episode_id for p in picks]
+    assert len(ids) == len(set(ids)) == 4  # 2 highest + 2 lowest: at most half the episodes each
+    assert ids[:2] == ["e0", "e1"] and [p.rank for p in picks] == ["highest", "highest", "lowest", "lowest"]
+    single = pick_examples(frame([("only", "alpha", "ok", 3.0)]))
+    assert [(p.rank, p.episode_id) for p in single] == [("highest", "only")]
+
+
+def test_unknown_column_and_nothing_scored_are_clear_errors():
+    with pytest.raises(ExamplesError, match="unknown column 'score_nope'; choose one of: m_turns, score_mean"):
+        pick_examples(frame([("a", "alpha", "ok", 3.0)]), by="score_nope")
+    with pytest.raises(ExamplesError, match="no finished episode has a value for 'score_mean'"):
+        pick_examples(frame([("a", "alpha", "ok", math.nan), ("b", "alpha", "failed", 4.0)]))
+
+
+def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quotes(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-examples-not-a-real-key")
+    with FakeProvider(deal_or_walk()) as provider:
+        path = spec_file(tmp_path, provider.api_base, seeds=1)
+        monkeypatch.chdir(ROOT)
+        result = runner.invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs"), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+
+    result = runner.invoke(app, ["examples", str(run)])
+    assert result.exit_code == 0, result.output
+    index = (run / "examples" / "README.md").read_text()
+    files = sorted(p.name for p in (run / "examples").glob("*-*.md"))
+    assert len(files) == 4 and all(f"({name})" in index for name in files)  # 2 strategies x highest, lowest
+    for strategy in ("eager-to-please", "assertive-consultant"):
+        # the deal (judged 4) is the best episode, the skeptic's walk-away (judged 2) the worst
+        best = (run / "examples" / next(f for f in files if f.startswith(f"{strategy}-highest"))).read_text()
+        worst = (run / "examples" / next(f for f in files if f.startswith(f"{strategy}-lowest"))).read_text()
+        assert "highest score_mean of 2" in best and "(4.00)" in best and "Fine, we accept." in best
+        assert "lowest score_mean of 2" in worst and "(2.00)" in worst and WALK_LINE in worst
+        assert "walk_away" in worst and "What Morgan did not say" in worst
+        assert f'[1] "{WALK_LINE}"' in worst  # the judge's quote, verified against turn 1
+        assert "cited by the judge: discovery 2" in worst
+        assert "Real need:" in best and "The rep's floor was 19,200 USD." in best
+        assert "embedded 135M model" not in best  # played by a hosted model: no embedded-model warning
+
+    bad = runner.invoke(app, ["examples", str(run), "--by", "m_status"])
+    assert bad.exit_code == 2 and "unknown column 'm_status'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    other = tmp_path / "elsewhere"
+    result = runner.invoke(app, ["examples", str(run), "--by", "m_turns", "--out", str(other)])
+    assert result.exit_code == 0 and (other / "README.md").exists()
+    assert not os.path.exists(run / "examples" / "elsewhere")
