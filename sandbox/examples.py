@@ -37,7 +37,7 @@ class Pick(BaseModel):
     strategy: str
     rank: str  # "highest" or "lowest"
     by: str
-    value: float | None
+    value: float
     why: str
 
 
@@ -67,23 +67,13 @@ def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int
         n = min(per_strategy, max(1, len(scored) // 2))
         highest = scored.sort_values(["pick_value", "episode_id"], ascending=[False, True]).head(n)
         lowest = scored[~scored["episode_id"].isin(highest["episode_id"])].head(n)  # ties: another episode
-        chosen = set()
         for rank, rows in (("highest", highest), ("lowest", lowest)):
             for position, row in enumerate(rows.itertuples(index=False), start=1):
-                if row.episode_id in chosen:
-                    continue
-                chosen.add(row.episode_id)
                 value = float(row.pick_value)
                 place = "" if n == 1 else f" #{position}"
+                why = f"{rank}{place} {by} of {len(scored)} {strategy} episodes ({value:.2f})"
                 picks.append(
-                    Pick(
-                        episode_id=row.episode_id,
-                        strategy=str(strategy),
-                        rank=rank,
-                        by=by,
-                        value=value,
-                        why=f"{rank}{place} {by} of {len(scored)} {strategy} episodes ({value:.2f})",
-                    )
+                    Pick(episode_id=row.episode_id, strategy=str(strategy), rank=rank, by=by, value=value, why=why)
                 )
     if not picks:
         raise ExamplesError(f"no finished episode has a value for '{by}'")
