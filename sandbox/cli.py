@@ -155,6 +155,9 @@ def negotiate(
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.7,
     turn_mode: Annotated[str, typer.Option("--turn-mode", help="auto, two-call or one-call.")] = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="Write the transcript JSON here.")] = None,
+    handout: Annotated[
+        Path | None, typer.Option("--handout", help="Write the dialogue as a Markdown handout for trainers.")
+    ] = None,
     cassette: Annotated[Path | None, typer.Option("--cassette", help="Replay model traffic from this file.")] = None,
     record: Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")] = False,
     judge: Annotated[bool, typer.Option("--judge", help="Score the transcript with the judge at the end.")] = False,
@@ -224,16 +227,25 @@ def negotiate(
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(transcript.model_dump_json(indent=2))
             console.print(f"transcript written to {out}")
+        judgements = []
         if judges and loaded_rubric is not None and transcript.turns:
             from sandbox.judge import case_from_transcript, judge_panel
 
             case = case_from_transcript(transcript)
             panel = asyncio.run(judge_panel(case, loaded_rubric, judges, local_api_base))
+            judgements = panel.judgements
             render_panel(panel, case, loaded_rubric)
             if out is not None:
                 judged = out.with_suffix(".judgement.json")
                 judged.write_text(panel.model_dump_json(indent=2))
                 console.print(f"judgement written to {judged}")
+        if handout is not None:
+            from sandbox.examples import render_dialogue
+
+            why = f"Generated with `sandbox negotiate`, seed {seed}."
+            handout.parent.mkdir(parents=True, exist_ok=True)
+            handout.write_text(render_dialogue(transcript, judgements, metrics, why))
+            console.print(f"handout written to {handout}")
     if transcript.outcome.status is OutcomeStatus.FAILED:
         raise typer.Exit(1)
 

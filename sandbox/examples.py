@@ -18,7 +18,10 @@ import jinja2
 import pandas as pd
 from pydantic import BaseModel
 
+from sandbox.judge import describe_outcome
+from sandbox.metrics import OutcomeMetrics
 from sandbox.results import EpisodeResult
+from sandbox.schemas import Judgement, Transcript
 from sandbox.stats import episode_level
 from sandbox.store import read_results
 from sandbox.table import results_frame
@@ -86,14 +89,14 @@ def _money(value: float | None, currency: str) -> str:
     return f"{value:,.0f} {currency}"
 
 
-def example_context(result: EpisodeResult, pick: Pick) -> dict[str, Any]:
+def dialogue_context(
+    transcript: Transcript, judgements: list[Judgement], metrics: OutcomeMetrics | None, why: str
+) -> dict[str, Any]:
     """What the template shows for one episode: evidence quotes are attached to the turns they cite."""
-    transcript = result.transcript
-    assert transcript is not None  # picks come from finished episodes only
     cast = transcript.cast
     cited: dict[int, list[str]] = {}
     verdicts = []
-    for judgement in result.judgements:
+    for judgement in judgements:
         for score in judgement.scores:
             quotes = [e for e in score.evidence if e.verified]
             for e in quotes:
@@ -121,18 +124,34 @@ def example_context(result: EpisodeResult, pick: Pick) -> dict[str, Any]:
         }
         for t in transcript.turns
     ]
-    models = {transcript.spec.rep_model.model, transcript.spec.prospect_model.model}
     return {
-        "pick": pick,
-        "result": result,
+        "why": why,
+        "transcript": transcript,
+        "spec": transcript.spec,
         "cast": cast,
         "turns": turns,
         "verdicts": verdicts,
         "outcome": transcript.outcome,
+        "outcome_text": _outcome_text(transcript),
         "money": lambda v: _money(v, cast.scenario.currency),
-        "metrics": result.metrics,
-        "embedded": "local" in models,
+        "metrics": metrics,
+        "embedded": transcript.spec.rep_model.is_local or transcript.spec.prospect_model.is_local,
     }
+
+
+def _outcome_text(transcript: Transcript) -> str:
+    outcome = transcript.outcome
+    scenario = transcript.cast.scenario
+    text = describe_outcome(outcome.status, outcome.price, outcome.decided_by, scenario.money)
+    return f"{text} ({outcome.reason})" if outcome.reason and outcome.status.value == "failed" else text
+
+
+def render_dialogue(
+    transcript: Transcript, judgements: list[Judgement], metrics: OutcomeMetrics | None, why: str
+) -> str:
+    """One dialogue as a Markdown handout (shared by `sandbox examples` and `sandbox negotiate --handout`)."""
+    context = dialogue_context(transcript, judgements, metrics, why)
+    return _env().get_template("example.md.j2").render(**context)
 
 
 def _env() -> jinja2.Environment:
@@ -164,17 +183,17 @@ def write_examples(
             results[result.episode_id] = result  # the latest line wins, as in the table
     out = Path(out) if out is not None else folder / "examples"
     out.mkdir(parents=True, exist_ok=True)
-    env = _env()
-    episode_template = env.get_template("example.md.j2")
     index = []
     for pick in picks:
         name = file_name(pick)
-        context = example_context(results[pick.episode_id], pick)
-        (out / name).write_text(episode_template.render(**context), encoding="utf-8")
-        index.append({"pick": pick, "file": name, "result": results[pick.episode_id]})
-    embedded = any("local" in {e["result"].spec.rep_model.model, e["result"].spec.prospect_model.model} for e in index)
-    index_text = env.get_template("examples_index.md.j2").render(
-        run=folder.name, by=by, entries=index, embedded=embedded
+        result = results[pick.episode_id]
+        assert result.transcript is not None  # picks come from finished episodes only
+        text = render_dialogue(result.transcript, result.judgements, result.metrics, f"Picked as the {pick.why}.")
+        (out / name).write_text(text, encoding="utf-8")
+        index.append({"pick": pick, "file": name, "result": result})
+    embedded = any(e["result"].spec.rep_model.is_local or e["result"].spec.prospect_model.is_local for e in index)
+    template = _env().get_template("examples_index.md.j2")
+    (out / "README.md").write_text(
+        template.render(run=folder.name, by=by, entries=index, embedded=embedded), encoding="utf-8"
     )
-    (out / "README.md").write_text(index_text, encoding="utf-8")
     return out, picks

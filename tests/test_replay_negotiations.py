@@ -41,10 +41,14 @@ EPISODES = [
 def test_recorded_negotiation_replays_offline(name, args, tmp_path, no_local_server, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "t.json"
-    command = ["negotiate", *args, "--max-turns", "6", "--cassette", str(CASSETTES / name), "--out", str(out)]
+    handout = tmp_path / "handout.md"
+    command = ["negotiate", *args, "--max-turns", "6", "--handout", str(handout)]
+    command += ["--cassette", str(CASSETTES / name), "--out", str(out)]
     result = runner.invoke(app, command)
     assert result.exit_code == 0, result.output
     transcript = Transcript.model_validate_json(out.read_text())
+    text = handout.read_text()
+    assert "embedded 135M model" in text and transcript.turns[-1].message.strip().splitlines()[0] in text
     assert transcript.outcome.status is not OutcomeStatus.FAILED
     assert len(transcript.turns) >= 1
     assert all(turn.message.strip() for turn in transcript.turns)
@@ -115,9 +119,15 @@ def test_negotiate_with_judge_against_an_openai_compatible_server(tmp_path, monk
     with FakeProvider([Reply(content=json.dumps(reply))]) as provider:
         result = runner.invoke(
             app,
-            ["negotiate", "--model", "fake-model", "--api-base", provider.api_base, "--judge", "--out", str(out)],
+            ["negotiate", "--model", "fake-model", "--api-base", provider.api_base, "--judge", "--out", str(out)]
+            + ["--handout", str(tmp_path / "handout.md")],
         )
     assert result.exit_code == 0, result.output
+    handout = (tmp_path / "handout.md").read_text()
+    assert handout.startswith("# ") and "Generated with `sandbox negotiate`, seed 1." in handout
+    assert '| discovery | fake-model | 4 | Agrees plainly. | [1] "Fine, we accept." |' in handout
+    assert "cited by the judge: discovery 4" in handout and "embedded 135M model" not in handout
+    assert "| Outcome | deal at 24,000 USD, accepted by the prospect |" in handout
     transcript = Transcript.model_validate_json(out.read_text())
     assert transcript.outcome.status is OutcomeStatus.DEAL and transcript.outcome.price == 24000
     assert transcript.turns[0].notes  # the rep's accept had nothing to accept
