@@ -454,8 +454,10 @@ def run_command(
         if cache is not None:
             cache.close()
     render_summary(summary)
-    console.print(f"results: {folder / 'episodes.jsonl'}; table: {table}; report: {report_html}")
-    console.print(f"log: {folder / 'run.log'}")
+    # Paths stay whole on one line (rich would break them at 80 columns in a pipe): they are copied.
+    console.print(f"results: {folder / 'episodes.jsonl'}; table: {table}; report: {report_html}", soft_wrap=True)
+    console.print(f"log: {folder / 'run.log'}", soft_wrap=True)
+    console.print(f"next: sandbox view {folder} (the report); sandbox examples {folder} (dialogues)", soft_wrap=True)
 
 
 def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, options):  # noqa: ANN001, ANN202

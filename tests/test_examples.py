@@ -75,6 +75,7 @@ def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quo
         result = runner.invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs"), "--no-cache"])
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs").iterdir()
+    assert f"sandbox examples {run} (dialogues)" in result.output  # the hint names the folder whole
 
     result = runner.invoke(app, ["examples", str(run)])
     assert result.exit_code == 0, result.output
