@@ -17,10 +17,11 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from sandbox.catalog import Catalog, CatalogError, describe_validation_error, read_yaml
+from sandbox.content import CONTENT_ROOT
 from sandbox.judge import JudgeCase, JudgeTurn, deal_context, judge
 from sandbox.schemas import Judgement, ModelSettings, Rubric, Speaker
 
-DEFAULT_SET = Path(__file__).resolve().parent.parent / "judges" / "calibration"
+DEFAULT_SET = CONTENT_ROOT / "judges" / "calibration"
 SCORES = [1, 2, 3, 4, 5]
 ATTACK_LOW = 2  # a criterion the behaviour deserves at most this on...
 ATTACK_HIGH = 4  # ...that the judge scores at least this on: the attack worked

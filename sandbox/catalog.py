@@ -13,10 +13,11 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from sandbox.content import CONTENT_ROOT
 from sandbox.schemas import Prospect, Scenario, Strategy
 
 MAX_YAML_BYTES = 1_000_000
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "personas"
+DEFAULT_ROOT = CONTENT_ROOT / "personas"
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -396,7 +396,7 @@ def render_calibration(report) -> None:  # noqa: ANN001
 
 @app.command("run")
 def run_command(
-    spec_path: Annotated[Path, typer.Argument(help="Experiment spec YAML (see experiments/).")],
+    spec_path: Annotated[Path, typer.Argument(help="Experiment spec YAML, or a shipped one by name (quickstart).")],
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run folder.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed episodes again.")] = False,
     max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop starting episodes at this USD.")] = None,
@@ -409,6 +409,7 @@ def run_command(
     personas: PersonasOpt = None,
 ) -> None:
     """Run every episode of an experiment spec: concurrent, resumable, cached, within a budget."""
+    from sandbox.content import shipped_experiment
     from sandbox.experiment import load_experiment
     from sandbox.runner import RunOptions, SpecMismatchError, check_resumable, manifest_for, plan_run
     from sandbox.store import RunLockedError, RunStore, new_run_id
@@ -416,6 +417,7 @@ def run_command(
 
     catalog = _catalog(personas)
     try:
+        spec_path = shipped_experiment(spec_path)
         spec = load_experiment(spec_path, catalog)
     except CatalogError as exc:
         fail(str(exc))

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, create_model
 
 from sandbox.catalog import load_model
+from sandbox.content import CONTENT_ROOT
 from sandbox.models import ModelCallError, complete_structured, endpoint_for
 from sandbox.prompts import render
 from sandbox.schemas import (
@@ -37,7 +38,7 @@ from sandbox.schemas import (
     Transcript,
 )
 
-DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "judges" / "rubric.yaml"
+DEFAULT_RUBRIC = CONTENT_ROOT / "judges" / "rubric.yaml"
 MIN_QUOTE_WORDS = 2
 JUDGE_CONCURRENCY = 4  # criteria in flight per transcript on a hosted judge
 # On the embedded model, one criterion at a time: the slot that judged the last criterion still holds

@@ -19,13 +19,14 @@ import jinja2
 import pandas as pd
 
 from sandbox import stats
+from sandbox.content import CONTENT_ROOT
 from sandbox.store import read_results
 from sandbox.table import results_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADLINE = ["score_mean", "m_deal", "m_discount_from_list", "m_prospect_movement_share"]
 SMALL_N = 10  # below this many episodes per strategy, bootstrap intervals are too narrow to trust
-CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "judges" / "results"
+CALIBRATION_DIR = CONTENT_ROOT / "judges" / "results"
 
 
 def _png(figure: Any) -> str:
