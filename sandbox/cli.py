@@ -29,6 +29,23 @@ err = Console(stderr=True)
 REPLAY_API_BASE = "http://127.0.0.1:8080/v1"
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from sandbox import __version__
+
+        console.print(f"negotiation-sandbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """negotiation-sandbox: a sales rep and a prospect negotiate; compare rep strategies."""
+
+
 def fail(message: str, code: int = 2) -> None:
     """One line, whatever the terminal's width: scripts and CI logs grep for it."""
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)

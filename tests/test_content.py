@@ -44,3 +44,14 @@ def test_shipped_experiments_by_name_or_project_path(tmp_path, monkeypatch):
     mine = tmp_path / "quickstart"
     mine.write_text("id: mine\n")
     assert content.shipped_experiment(Path("quickstart")) == Path("quickstart")  # the user's own file wins
+
+
+def test_version_flag_names_the_installed_version():
+    from typer.testing import CliRunner
+
+    from sandbox import __version__
+    from sandbox.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"negotiation-sandbox {__version__}"
+    assert __version__ != "0.0.0+source"  # the package metadata was found: it is installed, not just on the path
