@@ -458,7 +458,8 @@ def run_command(
             if any(m.is_local for m in spec.all_models()):
                 console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]")
             parallel = max(2, min(spec.concurrency, 8))
-            with model_runtime(spec.all_models(), cassette, record, parallel=parallel) as local_api_base:
+            needed = spec.all_models() if plan.todo else []  # nothing left to run: load no model
+            with model_runtime(needed, cassette, record, parallel=parallel) as local_api_base:
                 options = RunOptions(
                     retry_failed=retry_failed, max_cost_usd=max_cost, cache=cache, local_slots=parallel
                 )

@@ -354,3 +354,25 @@ def test_the_embedded_model_gets_one_place_per_slot():
         return before, place.locked()
 
     assert asyncio.run(places_taken()) == (False, True)  # the third request takes the last place
+
+
+def test_resuming_a_finished_embedded_run_loads_no_model(tmp_path, monkeypatch, no_local_server):
+    """Every episode already finished: `--resume` rewrites the table and report and starts no server."""
+    from sandbox.catalog import load_catalog
+    from sandbox.results import EpisodeResult
+    from sandbox.runner import manifest_for
+
+    monkeypatch.chdir(ROOT)
+    spec_path = ROOT / "experiments" / "quickstart.yaml"
+    spec = load_experiment(spec_path, load_catalog())
+    folder = tmp_path / "runs" / "quickstart-done"
+    with RunStore(folder) as store:
+        store.write_manifest(manifest_for(spec, folder.name, str(spec_path), len(expand(spec))))
+        for episode in expand(spec):
+            failed = EpisodeResult(
+                run_id=folder.name, episode_id=episode.episode_id, spec=episode, status="failed", error="outage"
+            )
+            store.append(failed)  # finished, as failures: resuming without --retry-failed leaves them be
+    result = runner.invoke(app, ["run", "quickstart", "--resume", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "4 already finished, 0 to run" in result.output and (folder / "report.html").exists()
