@@ -181,7 +181,11 @@ def write_examples(
     for result in read_results(folder):
         if result.episode_id in wanted and result.status == "ok":
             results[result.episode_id] = result  # the latest line wins, as in the table
-    out = Path(out) if out is not None else folder / "examples"
+    if out is None:
+        out = folder / "examples"
+        for stale in out.glob("*.md"):  # our own folder: picks by another column must not linger
+            stale.unlink()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = []
     for pick in picks:

@@ -94,6 +94,12 @@ def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quo
         assert "Real need:" in best and "The rep's floor was 19,200 USD." in best
         assert "embedded 135M model" not in best  # played by a hosted model: no embedded-model warning
 
+    again = runner.invoke(app, ["examples", str(run), "--by", "m_turns", "--per-strategy", "2"])
+    assert again.exit_code == 0, again.output
+    rewritten = sorted(p.name for p in (run / "examples").glob("*-*.md"))
+    assert len(rewritten) == 4 and "by `m_turns`" in (run / "examples" / "README.md").read_text()
+    assert all(f"({name})" in (run / "examples" / "README.md").read_text() for name in rewritten)  # none stale
+
     bad = runner.invoke(app, ["examples", str(run), "--by", "m_status"])
     assert bad.exit_code == 2 and "unknown column 'm_status'" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
