@@ -20,7 +20,7 @@ from typing import Any, Literal
 import vcr
 from vcr.request import Request
 
-from sandbox.redact import REDACTED, redact, secret_values
+from sandbox.redact import REDACTED, redact
 
 RECORD_ENV = "SANDBOX_RECORD"
 RecordMode = Literal["none", "once", "new_episodes", "all"]
@@ -92,9 +92,8 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     body = response.get("body") or {}
     raw = body.get("string")
     if isinstance(raw, bytes):
-        secrets = secret_values()
         text = raw.decode("utf-8", "replace")
-        scrubbed = redact(text, secrets)
+        scrubbed = redact(text)
         if scrubbed != text:
             body["string"] = scrubbed.encode()
     return response

@@ -18,7 +18,6 @@ from sandbox.metrics import OutcomeMetrics, outcome_metrics
 from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Rubric, Transcript, Turn
 
 app = typer.Typer(
-    help="negotiation-sandbox: a sales rep and a prospect negotiate; compare rep strategies.",
     no_args_is_help=True,
     add_completion=False,
 )

@@ -9,10 +9,10 @@ the results table, so it is tested apart from the files it writes.
 
 from __future__ import annotations
 
-import math
+import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import pandas as pd
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sandbox.judge import describe_outcome
 from sandbox.metrics import OutcomeMetrics
 from sandbox.results import EpisodeResult
-from sandbox.schemas import Judgement, Transcript
+from sandbox.schemas import EpisodeSpec, Judgement, Transcript
 from sandbox.stats import episode_level
 from sandbox.store import read_results
 from sandbox.table import results_frame
@@ -38,7 +38,7 @@ class Pick(BaseModel):
 
     episode_id: str
     strategy: str
-    rank: str  # "highest" or "lowest"
+    rank: Literal["highest", "lowest"]
     by: str
     value: float
     why: str
@@ -63,8 +63,8 @@ def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int
         raise ExamplesError(f"unknown column '{by}'; choose one of: {', '.join(choices) or 'none (nothing judged)'}")
     picks: list[Pick] = []
     for strategy, group in episodes.groupby("strategy", sort=True):
-        scored = group[pd.to_numeric(group[by], errors="coerce").notna()]
-        scored = scored.assign(pick_value=pd.to_numeric(scored[by])).sort_values(["pick_value", "episode_id"])
+        values = pd.to_numeric(group[by], errors="coerce")
+        scored = group.assign(pick_value=values).dropna(subset=["pick_value"]).sort_values(["pick_value", "episode_id"])
         if scored.empty:
             continue
         n = min(per_strategy, max(1, len(scored) // 2))
@@ -81,12 +81,6 @@ def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int
     if not picks:
         raise ExamplesError(f"no finished episode has a value for '{by}'")
     return picks
-
-
-def _money(value: float | None, currency: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.0f} {currency}"
 
 
 def dialogue_context(
@@ -119,7 +113,7 @@ def dialogue_context(
             "role": t.speaker,
             "message": t.message.strip(),
             "action": t.action.kind.value,
-            "price": _money(t.action.price, cast.scenario.currency) if t.action.price is not None else None,
+            "price": cast.scenario.money(t.action.price) if t.action.price is not None else None,
             "cited": cited.get(t.index, []),
         }
         for t in transcript.turns
@@ -131,12 +125,16 @@ def dialogue_context(
         "cast": cast,
         "turns": turns,
         "verdicts": verdicts,
-        "outcome": transcript.outcome,
         "outcome_text": _outcome_text(transcript),
-        "money": lambda v: _money(v, cast.scenario.currency),
+        "money": cast.scenario.money,
         "metrics": metrics,
-        "embedded": transcript.spec.rep_model.is_local or transcript.spec.prospect_model.is_local,
+        "embedded": played_by_embedded(transcript.spec),
     }
+
+
+def played_by_embedded(spec: EpisodeSpec) -> bool:
+    """The handouts warn when the tiny embedded model played a side: the format, not the selling."""
+    return spec.rep_model.is_local or spec.prospect_model.is_local
 
 
 def _outcome_text(transcript: Transcript) -> str:
@@ -154,6 +152,7 @@ def render_dialogue(
     return _env().get_template("example.md.j2").render(**context)
 
 
+@functools.cache
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -195,7 +194,7 @@ def write_examples(
         text = render_dialogue(result.transcript, result.judgements, result.metrics, f"Picked as the {pick.why}.")
         (out / name).write_text(text, encoding="utf-8")
         index.append({"pick": pick, "file": name, "result": result})
-    embedded = any(e["result"].spec.rep_model.is_local or e["result"].spec.prospect_model.is_local for e in index)
+    embedded = any(played_by_embedded(e["result"].spec) for e in index)
     template = _env().get_template("examples_index.md.j2")
     (out / "README.md").write_text(
         template.render(run=folder.name, by=by, entries=index, embedded=embedded), encoding="utf-8"

@@ -187,8 +187,9 @@ def build(folder: Path | str) -> dict[str, Any]:
     baseline = spec.get("baseline") or (sorted(ok["strategy"].unique())[0] if not ok.empty else None)
     metrics = [m for m in HEADLINE if m in episodes]
     comparisons = stats.paired_comparisons(frame, metrics, baseline) if baseline and not ok.empty else pd.DataFrame()
-    fits = [stats.mixed_effects(frame, m, baseline) for m in ("score_mean", "m_deal") if m in episodes]
-    mixed = pd.concat(fits) if fits and baseline and not ok.empty else pd.DataFrame()
+    fitted = ("score_mean", "m_deal") if baseline and not ok.empty else ()
+    fits = [stats.mixed_effects(frame, m, baseline) for m in fitted if m in episodes]
+    mixed = pd.concat(fits) if fits else pd.DataFrame()
     judge_models = sorted({m for m in frame.get("judge_model", pd.Series(dtype=str)).dropna().unique()})
     self_preference = sorted({m for m in frame.get("judge_self_preference", pd.Series(dtype=str)).dropna()})
     failures = Counter(str(e).split(":", 1)[-1].strip()[:80] for e in episodes.get("error", []) if isinstance(e, str))
