@@ -1,0 +1,16 @@
+"""Command line: thin wrappers that parse options, call the pipeline, and render with rich.
+
+One module per command (or command group), each registering on the one ``app`` from
+:mod:`sandbox.cli.common`; importing them here is what registers them, and the import order is the
+order ``sandbox --help`` lists them in.
+"""
+
+from __future__ import annotations
+
+# isort: off
+from sandbox.cli import listing, negotiate, judge, run, results  # noqa: F401  (registers the commands)
+
+# isort: on
+from sandbox.cli.common import app, fail
+
+__all__ = ["app", "fail"]

@@ -1,0 +1,161 @@
+"""What every command shares: the one typer app, the consoles, ``fail()``, content loaders, the options
+several commands take (declared once here, so their flags and help cannot drift apart), the model
+runtime, and renderers used by more than one command.
+
+Heavy modules (litellm, the engine, the judge) are imported inside functions, so ``sandbox --help``
+and ``sandbox list`` stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sandbox.catalog import DEFAULT_ROOT, Catalog, CatalogError, load_catalog
+from sandbox.schemas import ModelSettings, Rubric
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+# Any loopback address works on replay: the cassette matcher ignores loopback host and port.
+REPLAY_API_BASE = "http://127.0.0.1:8080/v1"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from sandbox import __version__
+
+        console.print(f"negotiation-sandbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """negotiation-sandbox: a sales rep and a prospect negotiate; compare rep strategies."""
+
+
+# Options that several commands take.
+PersonasOpt = Annotated[Path | None, typer.Option("--personas", help="Folder of strategies/, prospects/, scenarios/.")]
+CassetteOpt = Annotated[Path | None, typer.Option("--cassette", help="Replay model traffic from this file.")]
+RecordOpt = Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")]
+ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="OpenAI-compatible server URL.")]
+RubricOpt = Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML for the judges.")]
+RunFolderArg = Annotated[Path, typer.Argument(help="A run folder under runs/.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line, whatever the terminal's width: scripts and CI logs grep for it."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def project_path(relative: str, fallback: Path) -> Path:
+    """Content in the working directory wins (a user's own project); else the package's copy."""
+    local = Path.cwd() / relative
+    return local if local.exists() else fallback
+
+
+def default_personas() -> Path:
+    return project_path("personas", DEFAULT_ROOT)
+
+
+def open_catalog(personas: Path | None) -> Catalog:
+    """The catalog, or a one-line error naming the bad file."""
+    try:
+        return load_catalog(personas or default_personas())
+    except CatalogError as exc:
+        fail(str(exc))
+        raise  # unreachable; for type checkers
+
+
+def open_rubric(path: Path | None) -> Rubric:
+    """The rubric (the working directory's, else the package's), or a one-line error naming the bad file."""
+    from sandbox.judge import DEFAULT_RUBRIC, load_rubric
+
+    try:
+        return load_rubric(path or project_path("judges/rubric.yaml", DEFAULT_RUBRIC))
+    except CatalogError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def judge_settings(model: str, api_base: str | None) -> ModelSettings:
+    return ModelSettings(model=model, api_base=None if model == "local" else api_base)
+
+
+@contextlib.contextmanager
+def model_runtime(
+    specs: list[ModelSettings], cassette: Path | None, record: bool, parallel: int
+) -> Iterator[str | None]:
+    """Yield the embedded server's API base (started only when needed), inside a cassette if asked."""
+    from sandbox.cassettes import use_cassette
+    from sandbox.local_server import LocalModelError, serve_local_model
+
+    needs_local = any(s.is_local for s in specs)
+    start_server = needs_local and (cassette is None or record)
+    with contextlib.ExitStack() as stack:
+        api_base = REPLAY_API_BASE if needs_local else None
+        if start_server:  # before the cassette, so the health checks are not recorded
+            try:
+                api_base = stack.enter_context(serve_local_model(parallel=parallel)).api_base
+            except LocalModelError as exc:
+                fail(str(exc))
+        if cassette is not None:
+            try:
+                stack.enter_context(use_cassette(cassette, "once" if record else "none"))
+            except FileNotFoundError as exc:
+                fail(str(exc))
+        yield api_base
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render_panel(panel, case, rubric) -> None:  # noqa: ANN001
+    """Scores with their evidence: a verified quote is marked ✓, one not found in its turn ✗."""
+    for judgement in panel.judgements:
+        title = f"Judge {judgement.judge_model} ({judgement.rubric_id})"
+        table = Table(title=title, show_lines=True)
+        for col in ("criterion", "score", "evidence", "rationale"):
+            table.add_column(col)
+        for score in judgement.scores:
+            name = rubric.criterion(score.criterion).name
+            if score.score is None:
+                table.add_row(name, "[red]failed[/]", "", escape(score.error or ""))
+                continue
+            quotes = "\n".join(
+                f'{"[green]✓[/]" if e.verified else "[red]✗[/]"} t{e.turn}: "{escape(e.quote)}"' for e in score.evidence
+            )
+            mark = "" if score.supported else " [yellow](unsupported)[/]"
+            table.add_row(name, f"{score.score}{mark}", quotes or "[dim]none[/]", escape(score.rationale))
+        console.print(table)
+        console.print(
+            f"scored {len(judgement.scored)}/{len(judgement.scores)}, unsupported {judgement.unsupported}, "
+            f"failed {len(judgement.failures)}, judge calls {len(judgement.calls)}"
+        )
+        if judgement.self_preference:
+            roles = " and ".join(judgement.self_preference)
+            console.print(f"[bold yellow]warning:[/] the judge model also played the {roles}: self-preference risk")
+    if len(panel.judgements) > 1:
+        table = Table(title="Aggregate over judges")
+        for col in ("criterion", "mean", "spread", "n"):
+            table.add_column(col)
+        for criterion, agg in panel.aggregate.items():
+            table.add_row(criterion, f"{agg.mean:.2f}", f"{agg.spread:.2f}", str(agg.n))
+        console.print(table)
