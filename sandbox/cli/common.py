@@ -17,11 +17,47 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from sandbox.catalog import DEFAULT_ROOT, Catalog, CatalogError, load_catalog
 from sandbox.schemas import ModelSettings, Rubric
 
-app = typer.Typer(
+
+def _untyped_flags(params: list) -> list:
+    """A flag takes no value, so its help row names no type.
+
+    typer's rich help panel prints every option's type, a flag's too (``--record <bool>``), though its
+    plain formatter leaves flags out; an empty metavar is what that panel prints instead of the type.
+    """
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every ``sandbox`` command (the app below makes it the default), so its flags show no ``<bool>``."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """The top level (``--version``, ``--help``), with flags shown like :class:`Command`'s."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class App(typer.Typer):
+    """A Typer whose commands are :class:`Command` unless one asks for another class."""
+
+    def command(self, *args, cls: type[TyperCommand] | None = None, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return super().command(*args, cls=cls or Command, **kwargs)
+
+
+app = App(
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
 )
