@@ -20,10 +20,9 @@ from pydantic import BaseModel
 
 from sandbox.judge import describe_outcome
 from sandbox.metrics import OutcomeMetrics
-from sandbox.results import EpisodeResult
+from sandbox.runfolder import RunFolder
 from sandbox.schemas import EpisodeSpec, Judgement, Transcript
 from sandbox.stats import episode_level
-from sandbox.store import read_results
 from sandbox.table import results_frame
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -134,7 +133,9 @@ def dialogue_context(
 
 def played_by_embedded(spec: EpisodeSpec) -> bool:
     """The handouts warn when the tiny embedded model played a side: the format, not the selling."""
-    return spec.rep_model.is_local or spec.prospect_model.is_local
+    from sandbox.profiles import is_embedded
+
+    return is_embedded(spec.rep_model) or is_embedded(spec.prospect_model)
 
 
 def _outcome_text(transcript: Transcript) -> str:
@@ -170,18 +171,14 @@ def file_name(pick: Pick) -> str:
 
 
 def write_examples(
-    folder: Path | str, by: str = "score_mean", per_strategy: int = 1, out: Path | None = None
+    folder: RunFolder | Path | str, by: str = "score_mean", per_strategy: int = 1, out: Path | None = None
 ) -> tuple[Path, list[Pick]]:
     """Write one Markdown file per pick and an index (README.md) into ``out`` (default: run/examples)."""
-    folder = Path(folder)
-    picks = pick_examples(results_frame(folder), by=by, per_strategy=per_strategy)
-    wanted = {p.episode_id for p in picks}
-    results: dict[str, EpisodeResult] = {}
-    for result in read_results(folder):
-        if result.episode_id in wanted and result.status == "ok":
-            results[result.episode_id] = result  # the latest line wins, as in the table
+    run = RunFolder.of(folder)
+    picks = pick_examples(results_frame(run), by=by, per_strategy=per_strategy)
+    results = {r.episode_id: r for r in run.latest(ids={p.episode_id for p in picks})}  # only the picks held
     if out is None:
-        out = folder / "examples"
+        out = run.examples_dir
         for stale in out.glob("*.md"):  # our own folder: picks by another column must not linger
             stale.unlink()
     out = Path(out)
@@ -197,6 +194,6 @@ def write_examples(
     embedded = any(played_by_embedded(e["result"].spec) for e in index)
     template = _env().get_template("examples_index.md.j2")
     (out / "README.md").write_text(
-        template.render(run=folder.name, by=by, entries=index, embedded=embedded), encoding="utf-8"
+        template.render(run=run.path.name, by=by, entries=index, embedded=embedded), encoding="utf-8"
     )
     return out, picks

@@ -18,10 +18,10 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from sandbox import stats
+from sandbox import stats, table
 from sandbox.content import CONTENT_ROOT
-from sandbox.store import read_results
-from sandbox.table import results_frame
+from sandbox.results import EpisodeResult
+from sandbox.runfolder import RunFolder
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADLINE = ["score_mean", "m_deal", "m_discount_from_list", "m_prospect_movement_share"]
@@ -128,59 +128,83 @@ def calibration_figures(judge_models: list[str], folder: Path = CALIBRATION_DIR)
 BROWSER_LIMIT = 2000  # episodes embedded in the page; a bigger run's page would not open comfortably
 
 
-def browser_episodes(folder: Path, limit: int = BROWSER_LIMIT) -> list[dict[str, Any]]:
-    """What the transcript browser needs per episode, evidence quotes attached to their turns."""
-    latest: dict[str, Any] = {}
-    for result in read_results(folder):
-        if result.episode_id in latest or len(latest) < limit:
-            latest[result.episode_id] = result
-    episodes = []
-    for result in latest.values():
-        transcript = result.transcript
-        turns = [] if transcript is None else [
-            {"index": t.index, "speaker": t.speaker, "message": t.message,
-             "action": t.action.kind.value, "price": t.action.price}
-            for t in transcript.turns
-        ]  # fmt: skip
-        evidence = [
-            {"judge": j.judge_model, "criterion": s.criterion, "score": s.score, "turn": e.turn, "quote": e.quote}
-            for j in result.judgements
-            for s in j.scores
-            for e in s.evidence
-            if e.verified
-        ]
-        scores = {}
-        for j in result.judgements:
-            scores[j.judge_model] = j.scored
-        episodes.append(
-            {
-                "id": result.episode_id,
-                "strategy": result.spec.strategy,
-                "prospect": result.spec.prospect,
-                "scenario": result.spec.scenario,
-                "seed": result.spec.seed,
-                "opener": result.spec.opener,
-                "status": result.status,
-                "outcome": transcript.outcome.status.value if transcript else "failed",
-                "price": transcript.outcome.price if transcript else None,
-                "error": result.error,
-                "turns": turns,
-                "evidence": evidence,
-                "scores": scores,
-            }
-        )
-    return episodes
+def browser_episode(result: EpisodeResult) -> dict[str, Any]:
+    """What the transcript browser needs of one episode, evidence quotes attached to their turns."""
+    transcript = result.transcript
+    turns = [] if transcript is None else [
+        {"index": t.index, "speaker": t.speaker, "message": t.message,
+         "action": t.action.kind.value, "price": t.action.price}
+        for t in transcript.turns
+    ]  # fmt: skip
+    evidence = [
+        {"judge": j.judge_model, "criterion": s.criterion, "score": s.score, "turn": e.turn, "quote": e.quote}
+        for j in result.judgements
+        for s in j.scores
+        for e in s.evidence
+        if e.verified
+    ]
+    return {
+        "id": result.episode_id,
+        "strategy": result.spec.strategy,
+        "prospect": result.spec.prospect,
+        "scenario": result.spec.scenario,
+        "seed": result.spec.seed,
+        "opener": result.spec.opener,
+        "status": result.status,
+        "outcome": transcript.outcome.status.value if transcript else "failed",
+        "price": transcript.outcome.price if transcript else None,
+        "error": result.error,
+        "turns": turns,
+        "evidence": evidence,
+        "scores": {j.judge_model: j.scored for j in result.judgements},
+    }
+
+
+def whole(reason: str | None) -> str:
+    """A reason on one line (a Markdown list item cannot span lines), every word of it kept."""
+    return " ".join(reason.split()) if reason and reason.strip() else "unknown"
+
+
+class RunReading:
+    """What one streamed pass over the latest results gives the report: nothing else reads the run."""
+
+    def __init__(self, browser_limit: int = BROWSER_LIMIT) -> None:
+        self.browser_limit = browser_limit
+        self.rows: list[dict[str, Any]] = []
+        self.browser: list[dict[str, Any]] = []
+        self.failures: Counter[str] = Counter()
+        self.judge_failures: Counter[tuple[str, str, str]] = Counter()
+        self.judge_failed_episodes: set[str] = set()
+
+    def add(self, result: EpisodeResult) -> None:
+        self.rows.extend(table.rows(result))
+        if len(self.browser) < self.browser_limit:
+            self.browser.append(browser_episode(result))
+        if result.status == "failed":
+            self.failures[whole(result.error)] += 1
+        for judgement in result.judgements:
+            for criterion, reason in judgement.failures.items():
+                self.judge_failures[(judgement.judge_model, criterion, whole(reason))] += 1
+                self.judge_failed_episodes.add(result.episode_id)
+
+    @classmethod
+    def of(cls, run: RunFolder, browser_limit: int = BROWSER_LIMIT) -> RunReading:
+        reading = cls(browser_limit)
+        for result in run.latest():
+            reading.add(result)
+        return reading
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records")) if not frame.empty else []
 
 
-def build(folder: Path | str) -> dict[str, Any]:
-    """Everything the report shows, computed once."""
-    folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    frame = results_frame(folder)
+def build(folder: RunFolder | Path | str) -> dict[str, Any]:
+    """Everything the report shows, computed once from one streamed pass over the run."""
+    run = RunFolder.of(folder)
+    manifest = run.manifest()
+    reading = RunReading.of(run)
+    frame = table.frame(reading.rows)
     episodes = stats.episode_level(frame)
     ok = episodes[episodes["status"] == "ok"] if not episodes.empty else episodes
     spec = manifest.get("spec", {})
@@ -192,7 +216,6 @@ def build(folder: Path | str) -> dict[str, Any]:
     mixed = pd.concat(fits) if fits else pd.DataFrame()
     judge_models = sorted({m for m in frame.get("judge_model", pd.Series(dtype=str)).dropna().unique()})
     self_preference = sorted({m for m in frame.get("judge_self_preference", pd.Series(dtype=str)).dropna()})
-    failures = Counter(str(e).split(":", 1)[-1].strip()[:80] for e in episodes.get("error", []) if isinstance(e, str))
     cells = (
         episodes.groupby(["strategy", "prospect", "scenario"]).size().rename("n").reset_index()
         if not episodes.empty
@@ -201,13 +224,21 @@ def build(folder: Path | str) -> dict[str, Any]:
     per_strategy_n = episodes[episodes["status"] == "ok"].groupby("strategy").size() if not episodes.empty else []
     return {
         "small_n": bool(len(per_strategy_n)) and int(min(per_strategy_n)) < SMALL_N,
-        "run_id": manifest.get("run_id", folder.name),
+        "run_id": manifest.get("run_id", run.path.name),
         "manifest": manifest,
         "spec": spec,
         "baseline": baseline,
         "episodes_total": len(episodes),
         "episodes_ok": int((episodes["status"] == "ok").sum()) if not episodes.empty else 0,
-        "failures": dict(failures.most_common()),
+        "failures": dict(reading.failures.most_common()),
+        "judge_failures": [
+            {"judge": judge, "criterion": criterion, "reason": reason, "n": n}
+            for (judge, criterion, reason), n in reading.judge_failures.most_common()
+        ],
+        "judge_failures_total": sum(reading.judge_failures.values()),
+        "judge_failed_episodes": len(reading.judge_failed_episodes),
+        "min_pairs": stats.min_pairs(),
+        "alpha": stats.ALPHA,
         "cost_usd": float(frame.drop_duplicates("episode_id")["cost_usd"].sum()) if not frame.empty else 0.0,
         "cells": _records(cells),
         "deal_rates": _records(stats.deal_rates(frame)) if not ok.empty else [],
@@ -231,7 +262,7 @@ def build(folder: Path | str) -> dict[str, Any]:
             "deal_discount": deal_vs_discount(ok),
             "interaction": interaction_plot(ok),
         },
-        "browser": browser_episodes(folder),
+        "browser": reading.browser,
     }
 
 
@@ -248,16 +279,17 @@ def _env() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True
     )
     env.filters["fmt"] = _fmt
+    env.filters["md_cell"] = lambda v: str(v).replace("|", "\\|")  # a pipe would end a Markdown table cell
     env.filters["tojson_safe"] = lambda v: json.dumps(v).replace("</", "<\\/")
     return env
 
 
-def write_report(folder: Path | str) -> tuple[Path, Path]:
-    folder = Path(folder)
-    data = build(folder)
+def write_report(folder: RunFolder | Path | str) -> tuple[Path, Path]:
+    run = RunFolder.of(folder)
+    data = build(run)
     env = _env()
-    md = folder / "report.md"
-    html = folder / "report.html"
+    md = run.report_md_path
+    html = run.report_html_path
     md.write_text(env.get_template("report.md.j2").render(**data))
     html.write_text(env.get_template("report.html.j2").render(**data))
     return md, html

@@ -2,6 +2,8 @@
 
 Intervals: scipy's bootstrap for means and paired differences, statsmodels' Wilson interval for
 rates. Tests: scipy's Wilcoxon signed-rank over matched episodes, Holm-corrected with statsmodels.
+With n pairs the smallest two-sided signed-rank p is 2 / 2**n (every difference the same sign), so
+below :func:`min_pairs` pairs (6 at 0.05) no outcome could be significant: no p is given, and why.
 The table has one row per episode x judge; outcome metrics are per episode, so comparisons run on
 :func:`episode_level`, where judge scores are averaged over the judges of an episode.
 """
@@ -21,6 +23,7 @@ AXES = ["strategy", "prospect", "scenario", "seed", "opener", "rep_model", "pros
 # What makes two episodes of different strategies a matched pair: everything but the strategy.
 MATCH_KEYS = ["prospect", "scenario", "seed", "opener", "rep_model", "prospect_model"]
 CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE  # the level the paired tests are read at
 RESAMPLES = 2000
 
 
@@ -108,18 +111,34 @@ def matched_differences(episodes: pd.DataFrame, metric: str, strategy: str, base
     return joined["a"] - joined["b"]
 
 
-def wilcoxon_p(differences: Sequence[float]) -> float:
-    """Two-sided Wilcoxon signed-rank p; no non-zero difference means no evidence (p = 1)."""
+def min_pairs(alpha: float = ALPHA) -> int:
+    """The fewest pairs with which a two-sided Wilcoxon signed-rank test can reach ``alpha``: the
+    smallest n with 2 / 2**n <= alpha (6 at 0.05)."""
+    return max(1, math.ceil(1 + math.log2(1 / alpha) - 1e-12))
+
+
+def wilcoxon_p(differences: Sequence[float], alpha: float = ALPHA) -> tuple[float, str | None]:
+    """Two-sided Wilcoxon signed-rank p, or NaN and the reason there is none.
+
+    No pairs, or too few to reach ``alpha`` whatever they show, give no p (a p of 1.0 would read as
+    "tested, no difference"). Enough pairs that all differ by zero is a real result: p = 1.
+    """
     data = np.asarray(differences, dtype=float)
-    if data.size == 0 or np.all(data == 0):
-        return 1.0
-    return float(scistats.wilcoxon(data, zero_method="zsplit", alternative="two-sided").pvalue)
+    if data.size == 0:
+        return math.nan, "no matched pairs"
+    if data.size < min_pairs(alpha):
+        return math.nan, f"too few pairs: {data.size}"
+    if np.all(data == 0):
+        return 1.0, None
+    p = float(scistats.wilcoxon(data, zero_method="zsplit", alternative="two-sided").pvalue)
+    return (p, None) if not math.isnan(p) else (math.nan, "test not computable")
 
 
 def paired_comparisons(frame: pd.DataFrame, metrics: Sequence[str], baseline: str) -> pd.DataFrame:
     """Each strategy against the baseline on each metric: paired effect, bootstrap CI, Wilcoxon p, Holm.
 
-    The Holm correction runs over the whole family (every strategy x metric comparison).
+    The Holm correction runs over the family of comparisons that have a p (every strategy x metric
+    with enough pairs); one without keeps NaN in ``p`` and ``p_holm`` and says why in ``p_note``.
     """
     episodes = episode_level(frame)
     episodes = episodes[episodes["status"] == "ok"]
@@ -130,11 +149,15 @@ def paired_comparisons(frame: pd.DataFrame, metrics: Sequence[str], baseline: st
         for strategy in sorted(set(episodes["strategy"]) - {baseline}):
             diffs = matched_differences(episodes, metric, strategy, baseline)
             effect, low, high = bootstrap_mean(diffs.tolist())
+            p, note = wilcoxon_p(diffs.tolist())
             pair = {"strategy": strategy, "baseline": baseline, "metric": metric, "n_pairs": len(diffs)}
-            rows.append(pair | {"effect": effect, "ci_low": low, "ci_high": high, "p": wilcoxon_p(diffs.tolist())})
+            rows.append(pair | {"effect": effect, "ci_low": low, "ci_high": high, "p": p, "p_note": note})
     table = pd.DataFrame(rows)
     if not table.empty:
-        table["p_holm"] = multipletests(table["p"].to_numpy(), method="holm")[1]
+        table["p_holm"] = math.nan
+        tested = table["p"].notna()
+        if tested.any():
+            table.loc[tested, "p_holm"] = multipletests(table.loc[tested, "p"].to_numpy(), method="holm")[1]
     return table
 
 

@@ -1,8 +1,8 @@
-"""A run folder on disk: ``manifest.json`` plus ``episodes.jsonl``, one flushed line per finished episode.
+"""Writing a run folder: ``manifest.json`` plus ``episodes.jsonl``, one flushed line per finished episode.
 
 Appending one line per episode means a run killed at any moment loses at most the line being
 written; reading tolerates (and the next writer trims) a torn last line. A file lock keeps two
-processes from writing the same run.
+processes from writing the same run. Reading is :class:`sandbox.runfolder.RunFolder`'s job.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from filelock import FileLock, Timeout
-from pydantic import ValidationError
 
 from sandbox.results import EpisodeResult
+from sandbox.runfolder import RunFolder
 
-EPISODES = "episodes.jsonl"
-MANIFEST = "manifest.json"
-LOCK = ".lock"
+EPISODES = RunFolder.EPISODES
+MANIFEST = RunFolder.MANIFEST
+LOCK = RunFolder.LOCK
 PACKAGES = ["negotiation-sandbox", "litellm", "openai", "pydantic", "xllamacpp", "vcrpy", "tenacity"]
 
 
@@ -79,17 +79,18 @@ class RunStore:
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
-        self._lock = FileLock(str(self.folder / LOCK), timeout=0)
+        self.run = RunFolder(self.folder)
+        self._lock = FileLock(str(self.run.lock_path), timeout=0)
         self._handle: BinaryIO | None = None
         self._writer: ThreadPoolExecutor | None = None
 
     @property
     def episodes_path(self) -> Path:
-        return self.folder / EPISODES
+        return self.run.episodes_path
 
     @property
     def manifest_path(self) -> Path:
-        return self.folder / MANIFEST
+        return self.run.manifest_path
 
     def __enter__(self) -> RunStore:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ class RunStore:
         tmp.replace(self.manifest_path)
 
     def read_manifest(self) -> dict[str, object]:
-        return json.loads(self.manifest_path.read_text())
+        return self.run.manifest()
 
     def _trim_torn_line(self) -> None:
         path = self.episodes_path
@@ -144,23 +145,10 @@ class RunStore:
 
 
 def read_results(folder: Path | str) -> Iterator[EpisodeResult]:
-    """Every complete line, in order; a torn or unreadable line is skipped, never fatal."""
-    path = Path(folder) / EPISODES
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break
-            try:
-                yield EpisodeResult.model_validate_json(line)
-            except ValidationError:
-                continue
+    """Every complete line, in order (the history); kept for callers of the old name."""
+    return RunFolder(folder).history()
 
 
 def latest_results(folder: Path | str) -> dict[str, EpisodeResult]:
-    """The last line per episode id: a retried failure is superseded by its retry."""
-    latest: dict[str, EpisodeResult] = {}
-    for result in read_results(folder):
-        latest[result.episode_id] = result
-    return latest
+    """The last line per episode id, all in memory; prefer ``RunFolder(folder).latest()``, which streams."""
+    return {result.episode_id: result for result in RunFolder(folder).latest()}

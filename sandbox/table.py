@@ -1,19 +1,43 @@
 """The tidy results table: one row per episode x judge model, axes, metrics and rubric scores as columns.
 
 Readable with one line of pandas: ``pd.read_parquet("runs/<run-id>/results.parquet")``.
+
+A failed episode is not an outcome: its outcome columns (``m_*``) hold null (pandas' nullable
+``boolean``/``Int64``/``Float64``/``string`` dtypes, kept by Parquet), so ``df.m_deal.mean()`` is the
+deal rate of finished episodes. The metrics the runner computed from a failed episode's partial
+transcript stay in ``episodes.jsonl`` as evidence; they never reach the table.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
+from sandbox.metrics import OutcomeMetrics
 from sandbox.results import EpisodeResult
-from sandbox.store import read_results
+from sandbox.runfolder import RunFolder
 
-TABLE = "results.parquet"
+# Per-episode totals that the table already has as its own columns (cost_usd, tokens, model_calls).
+_TOTALS = {"tokens_in", "tokens_out", "cost_usd", "model_calls"}
+
+
+def _nullable(annotation: Any) -> str:
+    """The pandas nullable dtype for a metric's type: missing stays missing, through Parquet too."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return {bool: "boolean", int: "Int64", float: "Float64"}.get(annotation, "string")
+
+
+OUTCOME_COLUMNS: dict[str, str] = {
+    f"m_{name}": _nullable(field.annotation)
+    for name, field in OutcomeMetrics.model_fields.items()
+    if name not in _TOTALS
+}
 
 
 def rows(result: EpisodeResult) -> list[dict[str, Any]]:
@@ -36,10 +60,9 @@ def rows(result: EpisodeResult) -> list[dict[str, Any]]:
         "cached_calls": result.cached_calls,
         "wall_time_s": result.wall_time_s,
     }
-    if result.metrics is not None:
-        for name, value in result.metrics.model_dump(mode="json").items():
-            if name not in {"tokens_in", "tokens_out", "cost_usd", "model_calls"}:
-                base[f"m_{name}"] = value
+    metrics = result.metrics.model_dump(mode="json") if result.metrics is not None and result.status == "ok" else {}
+    for column in OUTCOME_COLUMNS:
+        base[column] = metrics.get(column.removeprefix("m_"))  # a failed episode: None in every one
     if not result.judgements:
         return [{**base, "judge_model": None}]
     out = []
@@ -59,20 +82,25 @@ def rows(result: EpisodeResult) -> list[dict[str, Any]]:
     return out
 
 
-def results_frame(folder: Path | str) -> pd.DataFrame:
-    """Streamed: only the (small) rows are kept, the last line per episode winning."""
-    by_episode: dict[str, list[dict[str, Any]]] = {}
-    for result in read_results(folder):
-        by_episode[result.episode_id] = rows(result)
-    return pd.DataFrame.from_records([row for episode_rows in by_episode.values() for row in episode_rows])
+def frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows into the table, outcome columns in their nullable dtypes (present even if every episode failed)."""
+    table = pd.DataFrame.from_records(list(records))
+    for column, dtype in OUTCOME_COLUMNS.items():
+        table[column] = (table[column] if column in table else pd.Series(pd.NA, index=table.index)).astype(dtype)
+    return table
 
 
-def export(folder: Path | str, fmt: Literal["parquet", "csv"] = "parquet", out: Path | None = None) -> Path:
-    folder = Path(folder)
-    frame = results_frame(folder)
-    target = out or folder / ("results.parquet" if fmt == "parquet" else "results.csv")
+def results_frame(folder: RunFolder | Path | str) -> pd.DataFrame:
+    """Streamed: one result at a time is read (the latest line per episode), only its small rows kept."""
+    return frame(row for result in RunFolder.of(folder).latest() for row in rows(result))
+
+
+def export(folder: RunFolder | Path | str, fmt: Literal["parquet", "csv"] = "parquet", out: Path | None = None) -> Path:
+    run = RunFolder.of(folder)
+    table = results_frame(run)
+    target = out or (run.table_path if fmt == "parquet" else run.path / run.TABLE_CSV)
     if fmt == "parquet":
-        frame.to_parquet(target, engine="pyarrow", index=False)
+        table.to_parquet(target, engine="pyarrow", index=False)
     else:
-        frame.to_csv(target, index=False)
+        table.to_csv(target, index=False)
     return target

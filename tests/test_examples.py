@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from sandbox.cli import app
-from sandbox.examples import ExamplesError, pick_examples
+from sandbox.examples import ExamplesError, pick_examples, write_examples
 from tests.conftest import ROOT
 from tests.fake_provider import WALK_LINE, FakeProvider, deal_or_walk, spec_file
+from tests.handmade import OPENING, episode, write_run
 
 runner = CliRunner()
 
@@ -67,7 +67,26 @@ def test_unknown_column_and_nothing_scored_are_clear_errors():
         pick_examples(frame([("a", "alpha", "ok", math.nan), ("b", "alpha", "failed", 4.0)]))
 
 
+def test_examples_read_the_latest_line_of_each_episode(tmp_path):
+    """An episode judged twice (a retry): its latest verdict ranks it and fills its handout."""
+    first = episode("eager-to-please", 1, scores={"discovery": 5})
+    retried = episode("eager-to-please", 1, scores={"discovery": 1})
+    other = episode("eager-to-please", 2, scores={"discovery": 3})
+    failed = episode("eager-to-please", 3, status="failed", error="boom")
+    run = write_run(tmp_path / "run", [first, other, failed, retried])
+    out, picks = write_examples(run)
+    assert [(p.rank, p.episode_id, p.value) for p in picks] == [
+        ("highest", other.episode_id, 3.0),
+        ("lowest", first.episode_id, 1.0),
+    ]
+    lowest = next(out.glob("eager-to-please-lowest-*.md")).read_text()
+    assert "(1.00)" in lowest and OPENING in lowest and "discovery 1" in lowest
+    assert out == run / "examples" and (out / "README.md").exists()
+
+
 def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quotes(tmp_path, monkeypatch):
+    from sandbox.cli import app  # here, not above: the tests above need no CLI
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-examples-not-a-real-key")
     with FakeProvider(deal_or_walk()) as provider:
         path = spec_file(tmp_path, provider.api_base, seeds=1)

@@ -12,13 +12,67 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from sandbox.cli import app
 from sandbox.report import build, write_report
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, spec_file
+from tests.handmade import episode, write_run
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LONG_REASON = (
+    "ModelCallError: openai/prospect failed after 4 attempt(s): RateLimitError: the provider refused the request: "
+    "tokens per minute exceeded for this organisation; retry after the window resets (limit 30000)"
+)
+JUDGE_REASON = "judge returned no usable verdict twice: evidence quote not found in turn 0 | nor in any other turn"
+
+
+def _app():  # noqa: ANN202
+    from sandbox.cli import app  # imported here: the hand-made tests below need no CLI
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def handmade_run(tmp_path_factory):
+    """Written by hand: a baseline with 7 seeds, one strategy matching it on 1 seed, one matching it on none
+    (another prospect); two failed episodes with a long reason; three criterion verdicts missing."""
+    results = [episode("eager-to-please", seed, scores={"discovery": 3, "rapport": 3}) for seed in range(1, 8)]
+    results.append(episode("assertive-consultant", 1, scores={"discovery": 4, "rapport": None},
+                           judge_errors={"rapport": JUDGE_REASON}))  # fmt: skip
+    results += [episode("humble-equal", seed, prospect="skeptic", scores={"discovery": 5, "rapport": 5})
+                for seed in (1, 2)]  # fmt: skip
+    results += [episode("assertive-consultant", seed, status="failed", error=LONG_REASON) for seed in (2, 3)]
+    results.append(episode("eager-to-please", 1, prospect="skeptic", scores={"discovery": None, "rapport": None},
+                           judge_errors={"discovery": JUDGE_REASON, "rapport": "timeout"}))  # fmt: skip
+    return write_run(tmp_path_factory.mktemp("handmade") / "run", results, baseline="eager-to-please")
+
+
+def test_failure_reasons_are_shown_whole_and_failed_criteria_counted_with_their_reasons(handmade_run):
+    data = build(handmade_run)
+    assert data["failures"] == {LONG_REASON: 2}
+    assert data["judge_failures_total"] == 3 and data["judge_failed_episodes"] == 2
+    md_path, html_path = write_report(handmade_run)
+    md, html = md_path.read_text(), html_path.read_text()
+    assert f"- {LONG_REASON}: 2" in md
+    assert f"<li>{LONG_REASON}: 2</li>" in html
+    assert "3 criterion verdicts failed, in 2 episodes" in md and "3 criterion verdicts failed, in 2 episodes" in html
+    escaped = JUDGE_REASON.replace("|", "\\|")
+    assert f"| openai/judge | rapport | {escaped} | 1 |" in md
+    assert f"| openai/judge | discovery | {escaped} | 1 |" in md and "| openai/judge | rapport | timeout | 1 |" in md
+    assert f'<td>rapport</td><td style="text-align: left">{JUDGE_REASON}</td><td>1</td>' in html
+
+
+def test_comparisons_without_enough_pairs_show_no_p_value_and_say_why(handmade_run):
+    md_path, html_path = write_report(handmade_run)
+    md, html = md_path.read_text(), html_path.read_text()
+    section = md.split("## Each strategy against the baseline")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| humble-equal | score_mean |")]
+    assert rows == ["| humble-equal | score_mean | 0 | - | [-, -] | - (no matched pairs) | - (no matched pairs) |"]
+    rows = [line for line in section.splitlines() if line.startswith("| assertive-consultant | score_mean |")]
+    assert len(rows) == 1 and rows[0].endswith("| - (too few pairs: 1) | - (too few pairs: 1) |")
+    assert "1.0000" not in section
+    assert "A p-value needs at least 6 matched pairs" in md and "A p-value needs at least 6 matched pairs" in html
+    assert "(too few pairs: 1)</span>" in html and "(no matched pairs)</span>" in html
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +86,7 @@ def run_folder(tmp_path_factory):
         cwd = os.getcwd()
         os.chdir(ROOT)
         try:
-            result = runner.invoke(app, ["run", str(path), "--runs-dir", str(tmp / "runs"), "--no-cache"])
+            result = runner.invoke(_app(), ["run", str(path), "--runs-dir", str(tmp / "runs"), "--no-cache"])
         finally:
             os.chdir(cwd)
     assert result.exit_code == 0, result.output
@@ -47,7 +101,7 @@ def test_report_holds_the_comparison_and_the_warnings(run_folder):
     assert data["self_preference"]  # the judge model also played both sides
     assert data["plots"]["forest"].startswith("data:image/png;base64,")
     assert any(e["evidence"] for e in data["browser"])
-    result = runner.invoke(app, ["report", str(run_folder)])
+    result = runner.invoke(_app(), ["report", str(run_folder)])
     assert result.exit_code == 0, result.output
     md = (run_folder / "report.md").read_text()
     assert "| assertive-consultant | score_mean | 6 |" in md and "self-preference" in md

@@ -11,6 +11,7 @@ from sandbox.stats import (
     deal_rates,
     episode_level,
     matched_differences,
+    min_pairs,
     paired_comparisons,
     summarise,
     wilcoxon_p,
@@ -88,8 +89,32 @@ def test_matched_differences_pair_on_everything_but_strategy():
 
 
 def test_wilcoxon_with_no_differences_is_no_evidence():
-    assert wilcoxon_p([0, 0, 0]) == 1.0
-    assert wilcoxon_p([]) == 1.0
+    assert wilcoxon_p([0.0] * 8) == (1.0, None)  # enough pairs, none differs: tested, nothing found
+
+
+def test_too_few_pairs_give_no_p_value_and_say_why():
+    assert min_pairs(0.05) == 6 and min_pairs(0.01) == 8
+    p, why = wilcoxon_p([])
+    assert np.isnan(p) and why == "no matched pairs"
+    p, why = wilcoxon_p([1.0, 2.0, 3.0, 4.0, 5.0])  # all one way, yet the smallest possible p is 2/2**5
+    assert np.isnan(p) and why == "too few pairs: 5"
+    assert wilcoxon_p([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == (pytest.approx(2 / 2**6), None)
+
+
+def test_comparisons_without_enough_pairs_have_no_p_and_stay_out_of_the_holm_family():
+    frame = synthetic({"base": 0.0, "better": 1.0}, {"base": 0.3, "better": 0.8}, cells=20)
+    lonely = frame[(frame["strategy"] == "base") & (frame["seed"] == 0)].assign(
+        strategy="lonely", seed=99, episode_id="l"
+    )
+    pair = frame[(frame["strategy"] == "base") & (frame["seed"] == 1)].assign(strategy="one-pair", episode_id="o")
+    table = paired_comparisons(pd.concat([frame, lonely, pair]), ["score_mean"], baseline="base")
+    table = table.set_index("strategy")
+    assert table.loc["lonely", "n_pairs"] == 0 and table.loc["one-pair", "n_pairs"] == 1
+    for strategy, why in (("lonely", "no matched pairs"), ("one-pair", "too few pairs: 1")):
+        row = table.loc[strategy]
+        assert np.isnan(row["p"]) and np.isnan(row["p_holm"]) and row["p_note"] == why
+    better = table.loc["better"]
+    assert better["p_holm"] == better["p"] and pd.isna(better["p_note"])  # a family of one tested comparison
 
 
 def test_summaries_and_deal_rates_per_strategy():
