@@ -2,8 +2,9 @@
 run (start, each episode's end, every retry and why, budget stop, end), plus litellm's own warnings.
 
 Every line passes through :func:`sandbox.redact.redact` before it reaches the file, so a key that a
-provider library prints at DEBUG level never lands on disk. ``SANDBOX_LOG_LEVEL=DEBUG`` makes the
-file verbose, litellm's request dumps included.
+provider library prints at DEBUG level never lands on disk; and it loses its ANSI colour codes (litellm
+colours its request dumps for a terminal), so the file reads cleanly in an editor, ``less`` or ``grep``.
+``SANDBOX_LOG_LEVEL=DEBUG`` makes the file verbose, litellm's request dumps included.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +25,24 @@ LEVEL_ENV = "SANDBOX_LOG_LEVEL"
 log = logging.getLogger("sandbox")
 log.addHandler(logging.NullHandler())  # a library's convention: outside a run, nothing unredacted reaches stderr
 _PROVIDER_LOGGERS = ["LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "openai"]
+# ECMA-48 escape sequences: CSI (colours, cursor moves), OSC (titles, links) and the two-byte ones.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats, then scrubs the whole line (message, arguments and traceback alike)."""
+    """Formats, then cleans the whole line (message, arguments and traceback alike): colour codes out
+    first, so that none splits a key the redaction must recognise, then the credentials."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._secrets = secret_values()
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self._secrets)
+        return redact(strip_ansi(super().format(record)), self._secrets)
 
 
 def _level() -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from sandbox.cli import app
+from sandbox.redact import REDACTED, redact
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply, accept_and_verdict
 
@@ -47,6 +50,10 @@ def test_fake_key_reaches_no_file_log_or_cassette(tmp_path, monkeypatch, fast_re
     assert CliRunner().invoke(app, ["report", str(folder)]).exit_code == 0
     log = (folder / "run.log").read_text()
     assert "episode " in log and "retry " in log and "LiteLLM" in log  # retries and provider debug lines logged
+    assert "\x1b[" not in log  # litellm colours its request dumps; the file gets them as plain text
+    # litellm "masks" the header in its dumps and keeps the key's last characters ('Be****xy'): none may survive.
+    dumped = re.findall(r"(?i)authorization['\"]?:\s*['\"]?([^'\"\s]+(?: [^'\"\s]+)?)", log)
+    assert dumped and set(dumped) <= {REDACTED, f"Bearer {REDACTED}"}, set(dumped)
     scanned = [p for p in tmp_path.rglob("*") if p.is_file()]
     hits = [p for p in scanned if key.encode() in p.read_bytes()]
     print(
@@ -78,3 +85,28 @@ def test_run_log_redacts_keys_from_the_environment_and_key_shaped_strings(tmp_pa
     assert env_key not in text and shaped not in text
     assert text.count("REDACTED") == 3  # the message, the header, the exception text in the traceback
     assert not any(isinstance(h, logging.handlers.QueueHandler) for h in logging.getLogger("sandbox").handlers)
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        "headers: {'Authorization': 'Bearer sk-****{tail}'}",  # a masker that keeps four
+        "-H 'Authorization: Be****{tail}' -H 'Content-Type: application/json'",  # litellm's curl dump keeps two
+        '{"api-key": "ab****{tail}", "stream": false}',  # Azure's header, as JSON
+        "x-api-key: an-****{tail}",  # Anthropic's
+        "Proxy-Authorization: Basic dXNlcjpw****{tail}",
+        "completion(model='gpt-4o', api_key='sk-pr****{tail}')",  # a keyword argument in a traceback
+        "Incorrect API key provided: sk-proj-**************{tail}.",  # a provider's own error text
+        "AIza****{tail} rejected",  # a masked Google key, no field name
+    ],
+)
+def test_redact_removes_masked_key_remnants(dump: str) -> None:
+    tail = "Zq9x"
+    text = redact(dump.replace("{tail}", tail), secrets=[])
+    assert tail not in text and "*" not in text
+    assert REDACTED in text
+
+
+def test_redact_keeps_text_that_holds_no_credential() -> None:
+    text = "-H 'Content-Type: application/json' authorized: yes; the api keys are fine; 3 * 4 = 12"
+    assert redact(text, secrets=[]) == text
