@@ -90,7 +90,7 @@ def deal_vs_discount(episodes: pd.DataFrame) -> str | None:
     fig, ax = plt.subplots(figsize=(5, 4))
     for strategy, group in episodes.groupby("strategy"):
         rate = group["m_deal"].astype(float).mean()
-        discount = pd.to_numeric(group.get("m_discount_from_list"), errors="coerce").mean()
+        discount = pd.to_numeric(group.get("m_discount_from_list"), errors="coerce").astype(float).mean()  # NA: NaN
         ax.scatter([0 if math.isnan(discount) else discount], [rate], s=60, label=strategy)
     ax.set_xlabel("mean discount from list (deals only)")
     ax.set_ylabel("deal rate")

@@ -35,13 +35,15 @@ def _app():  # noqa: ANN202
 @pytest.fixture(scope="module")
 def handmade_run(tmp_path_factory):
     """Written by hand: a baseline with 7 seeds, one strategy matching it on 1 seed, one matching it on none
-    (another prospect); two failed episodes with a long reason; three criterion verdicts missing."""
+    (another prospect), one that never made a deal; two failed episodes with a long reason; three criterion
+    verdicts missing."""
     results = [episode("eager-to-please", seed, scores={"discovery": 3, "rapport": 3}) for seed in range(1, 8)]
     results.append(episode("assertive-consultant", 1, scores={"discovery": 4, "rapport": None},
                            judge_errors={"rapport": JUDGE_REASON}))  # fmt: skip
     results += [episode("humble-equal", seed, prospect="skeptic", scores={"discovery": 5, "rapport": 5})
                 for seed in (1, 2)]  # fmt: skip
     results += [episode("assertive-consultant", seed, status="failed", error=LONG_REASON) for seed in (2, 3)]
+    results.append(episode("convincer", 1, status="walk_away", scores={"discovery": 2, "rapport": 2}))  # no deal
     results.append(episode("eager-to-please", 1, prospect="skeptic", scores={"discovery": None, "rapport": None},
                            judge_errors={"discovery": JUDGE_REASON, "rapport": "timeout"}))  # fmt: skip
     return write_run(tmp_path_factory.mktemp("handmade") / "run", results, baseline="eager-to-please")
@@ -49,6 +51,7 @@ def handmade_run(tmp_path_factory):
 
 def test_failure_reasons_are_shown_whole_and_failed_criteria_counted_with_their_reasons(handmade_run):
     data = build(handmade_run)
+    assert data["plots"]["deal_discount"].startswith("data:image/png;base64,")  # a strategy with no deal too
     assert data["failures"] == {LONG_REASON: 2}
     assert data["judge_failures_total"] == 3 and data["judge_failed_episodes"] == 2
     md_path, html_path = write_report(handmade_run)
