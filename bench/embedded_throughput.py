@@ -15,14 +15,15 @@ import time
 import httpx
 
 from sandbox.local_server import serve_local_model
-from sandbox.models import complete, endpoint_for
+from sandbox.models import complete
+from sandbox.profiles import resolve
 from sandbox.schemas import ModelSettings
 
 PROMPT = [{"role": "user", "content": "Write a short story about a salesperson who learns to listen."}]
 
 
 async def run_streams(api_base: str, streams: int, tokens: int) -> tuple[float, int]:
-    endpoint = endpoint_for(ModelSettings(), api_base)
+    endpoint = resolve(ModelSettings(), api_base).endpoint
     started = time.perf_counter()
     results = await asyncio.gather(
         *(

@@ -35,8 +35,7 @@ import urllib.request  # noqa: E402
 
 from sandbox.catalog import load_catalog  # noqa: E402
 from sandbox.experiment import ExperimentSpec  # noqa: E402
-from sandbox.runner import RunOptions, plan_run, run_experiment  # noqa: E402
-from sandbox.store import RunStore  # noqa: E402
+from sandbox.runner import run as run_spec  # noqa: E402
 
 DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
 CALLS_PER_EPISODE = 2
@@ -150,14 +149,12 @@ def run(api_base: str, episodes: int, concurrency: int, folder: Path) -> tuple[f
         concurrency=concurrency,
     )  # fmt: skip
     catalog = load_catalog(ROOT / "personas")
-    with RunStore(folder) as store:
-        plan = plan_run(spec, folder, retry_failed=False)
-        global STARTED_AT
-        STARTED_AT = time.time()
-        started = time.perf_counter()
-        with profiled(f"c={concurrency}"):
-            summary = asyncio.run(run_experiment(spec, catalog, None, store, "bench", plan, None, RunOptions()))
-        wall = time.perf_counter() - started
+    global STARTED_AT
+    STARTED_AT = time.time()
+    started = time.perf_counter()
+    with profiled(f"c={concurrency}"):  # the whole run through its one entry point: lock, plan, episodes, table
+        summary = run_spec(spec, catalog, folder=folder, report=False).summary
+    wall = time.perf_counter() - started
     assert summary.failed == 0, summary.failures_by_reason
     return wall, summary.ok
 

@@ -14,9 +14,10 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from sandbox.models import Endpoint, ModelCallError, complete, complete_structured
+from sandbox.models import ModelCallError, complete, complete_structured
+from sandbox.profiles import Profile
 from sandbox.prompts import Message, extraction_prompt, one_call_suffix
-from sandbox.schemas import Action, ActionKind, ModelCall, ModelSettings, Speaker
+from sandbox.schemas import Action, ActionKind, ModelCall, Speaker
 
 ActionName = Literal["none", "offer", "accept", "reject", "walk_away"]
 
@@ -158,16 +159,6 @@ def verify_action(action: Action, message: str) -> tuple[Action, str | None]:
     return action, None
 
 
-LOCAL_FREQUENCY_PENALTY = 0.5  # the 135M model loops on one sentence without it
-
-
-def sampling_extras(settings: ModelSettings) -> dict[str, float | None]:
-    frequency = settings.frequency_penalty
-    if frequency is None and settings.is_local:
-        frequency = LOCAL_FREQUENCY_PENALTY
-    return {"frequency_penalty": frequency, "presence_penalty": settings.presence_penalty}
-
-
 def is_echo(text: str, conversation: list[Message]) -> bool:
     """A tiny model sometimes repeats the line it was given (or the opening cue) instead of answering."""
     if not conversation or conversation[-1]["role"] != "user":
@@ -180,23 +171,24 @@ def is_echo(text: str, conversation: list[Message]) -> bool:
 class TwoCallPolicy:
     """Message as plain text, then a small grammar-constrained extraction of the action."""
 
-    def __init__(self, endpoint: Endpoint, settings: ModelSettings):
-        self.endpoint = endpoint
-        self.settings = settings
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.endpoint = profile.endpoint
 
     async def _message(self, request: TurnRequest) -> tuple[str, list[ModelCall]]:
         calls: list[ModelCall] = []
         messages = [{"role": "system", "content": request.system_prompt}, *request.conversation]
-        for attempt in range(2):
+        profile = self.profile
+        for attempt in range(profile.message_attempts):
             completion = await complete(
                 self.endpoint,
                 messages,
                 purpose=f"{request.speaker}:message",
-                temperature=self.settings.temperature,
-                max_tokens=self.settings.max_tokens,
+                temperature=profile.temperature,
+                max_tokens=profile.max_tokens,
                 seed=request.seed + attempt * 7919,
-                timeout_s=self.settings.timeout_s,
-                extra=sampling_extras(self.settings),
+                timeout_s=profile.timeout_s,
+                extra=profile.sampling(),
             )
             calls.append(completion.call)
             text = clean_message(completion.text, request.own_name, request.other_name)
@@ -206,7 +198,9 @@ class TwoCallPolicy:
             if len(text) >= 2 and re.search(r"[A-Za-z]", text):
                 return text, calls
             completion.call.error = "empty or unusable message"
-        raise JunkOutputError(f"{self.endpoint.label} ({request.speaker}:message) gave no usable message twice", calls)
+        raise JunkOutputError(
+            f"{self.endpoint.label} ({request.speaker}:message) gave no usable message in {len(calls)} tries", calls
+        )
 
     async def take_turn(self, request: TurnRequest) -> TurnResult:
         message, calls = await self._message(request)
@@ -220,7 +214,7 @@ class TwoCallPolicy:
                 temperature=0.0,
                 max_tokens=60,
                 seed=request.seed,
-                timeout_s=self.settings.timeout_s,
+                timeout_s=self.profile.timeout_s,
             )
         except ModelCallError as exc:
             exc.calls = calls + exc.calls
@@ -235,9 +229,9 @@ class TwoCallPolicy:
 class OneCallPolicy:
     """Message and action in one structured call, for models that write well inside JSON."""
 
-    def __init__(self, endpoint: Endpoint, settings: ModelSettings):
-        self.endpoint = endpoint
-        self.settings = settings
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.endpoint = profile.endpoint
 
     async def take_turn(self, request: TurnRequest) -> TurnResult:
         system = request.system_prompt + "\n\n" + one_call_suffix()
@@ -246,10 +240,10 @@ class OneCallPolicy:
             [{"role": "system", "content": system}, *request.conversation],
             OneCallTurn,
             purpose=f"{request.speaker}:turn",
-            temperature=self.settings.temperature,
-            max_tokens=max(self.settings.max_tokens, 300),
+            temperature=self.profile.temperature,
+            max_tokens=max(self.profile.max_tokens, 300),
             seed=request.seed,
-            timeout_s=self.settings.timeout_s,
+            timeout_s=self.profile.timeout_s,
         )
         message = result.message.strip()
         if not message:
@@ -258,10 +252,8 @@ class OneCallPolicy:
         return TurnResult(message=message, action=action, calls=calls, notes=notes)
 
 
-def policy_for(endpoint: Endpoint, settings: ModelSettings) -> TurnPolicy:
-    mode = settings.turn_mode
-    if mode == "auto":
-        mode = "two-call" if settings.is_local else "one-call"
-    if mode == "two-call":
-        return TwoCallPolicy(endpoint, settings)
-    return OneCallPolicy(endpoint, settings)
+def policy_for(profile: Profile) -> TurnPolicy:
+    """The profile says which turn mode suits its model."""
+    if profile.turn_mode == "two-call":
+        return TwoCallPolicy(profile)
+    return OneCallPolicy(profile)

@@ -19,7 +19,8 @@ from sklearn.metrics import cohen_kappa_score
 from sandbox.catalog import Catalog, CatalogError, describe_validation_error, read_yaml
 from sandbox.content import CONTENT_ROOT
 from sandbox.judge import JudgeCase, JudgeTurn, deal_context, judge
-from sandbox.schemas import Judgement, ModelSettings, Rubric, Speaker
+from sandbox.profiles import Profile
+from sandbox.schemas import Judgement, Rubric, Speaker
 
 DEFAULT_SET = CONTENT_ROOT / "judges" / "calibration"
 SCORES = [1, 2, 3, 4, 5]
@@ -226,8 +227,7 @@ async def calibrate(
     cases: list[CalibrationCase],
     rubric: Rubric,
     catalog: Catalog,
-    settings: ModelSettings,
-    local_api_base: str | None = None,
+    profile: Profile,
     verbosity_cases: int = 6,
     concurrency: int = 4,
 ) -> tuple[CalibrationReport, dict[str, Judgement]]:
@@ -236,13 +236,13 @@ async def calibrate(
 
     async def run(judge_case: JudgeCase) -> Judgement:
         async with gate:
-            return await judge(judge_case, rubric, settings, local_api_base, concurrency=2)
+            return await judge(judge_case, rubric, profile, concurrency=2)
 
     plain = await asyncio.gather(*(run(to_judge_case(c, catalog)) for c in cases))
     judgements = {case.id: j for case, j in zip(cases, plain, strict=True)}
     honest = [c for c in cases if not c.manipulation][:verbosity_cases]
     padded = list(await asyncio.gather(*(run(to_judge_case(c, catalog, pad_rep=True)) for c in honest)))
     report = summarise(
-        cases, rubric, judgements, padded, [judgements[c.id] for c in honest], judge_model=settings.model
+        cases, rubric, judgements, padded, [judgements[c.id] for c in honest], judge_model=profile.model_id
     )
     return report, judgements

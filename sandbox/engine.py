@@ -14,7 +14,8 @@ from collections.abc import Callable
 from sandbox import __version__
 from sandbox.agents import TurnPolicy, TurnRequest, policy_for
 from sandbox.catalog import Catalog
-from sandbox.models import ModelCallError, endpoint_for
+from sandbox.models import ModelCallError
+from sandbox.profiles import Profile
 from sandbox.prompts import conversation_for, state_line, system_prompt_for
 from sandbox.schemas import (
     Action,
@@ -140,11 +141,10 @@ async def negotiate(
 async def run_episode(
     spec: EpisodeSpec,
     catalog: Catalog,
-    local_api_base: str | None = None,
+    rep: Profile,
+    prospect: Profile,
     on_turn: OnTurn | None = None,
 ) -> Transcript:
-    """Resolve content and models for one spec, then negotiate."""
+    """Resolve the content for one spec, then negotiate with the two sides' resolved models."""
     cast = build_cast(spec, catalog)
-    rep = policy_for(endpoint_for(spec.rep_model, local_api_base), spec.rep_model)
-    prospect = policy_for(endpoint_for(spec.prospect_model, local_api_base), spec.prospect_model)
-    return await negotiate(spec, cast, rep, prospect, on_turn=on_turn)
+    return await negotiate(spec, cast, policy_for(rep), policy_for(prospect), on_turn=on_turn)

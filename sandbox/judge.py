@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field, create_model
 
 from sandbox.catalog import load_model
 from sandbox.content import CONTENT_ROOT
-from sandbox.models import ModelCallError, complete_structured, endpoint_for
+from sandbox.models import ModelCallError, complete_structured
+from sandbox.profiles import Profile
 from sandbox.prompts import render
 from sandbox.schemas import (
     AggregateScore,
@@ -30,7 +31,6 @@ from sandbox.schemas import (
     Evidence,
     Judgement,
     JudgePanel,
-    ModelSettings,
     OutcomeStatus,
     Rubric,
     ScenarioPublic,
@@ -40,11 +40,6 @@ from sandbox.schemas import (
 
 DEFAULT_RUBRIC = CONTENT_ROOT / "judges" / "rubric.yaml"
 MIN_QUOTE_WORDS = 2
-JUDGE_CONCURRENCY = 4  # criteria in flight per transcript on a hosted judge
-# On the embedded model, one criterion at a time: the slot that judged the last criterion still holds
-# the transcript in its KV cache, while parallel criteria each re-read it in another slot and
-# grammar-constrained decoding gains nothing from batching on a CPU (bench/judge_embedded.py).
-LOCAL_JUDGE_CONCURRENCY = 1
 
 
 def load_rubric(path: Path | str = DEFAULT_RUBRIC) -> Rubric:
@@ -217,13 +212,31 @@ def verify_quote(quote: str, turn_text: str) -> bool:
     return cleaned in normalise(turn_text)
 
 
-def check_evidence(case: JudgeCase, quotes: list[QuoteOut]) -> list[Evidence]:
-    by_index = {t.index: t.text for t in case.turns}
+def speakers_quotable(criterion: Criterion) -> set[Speaker]:
+    """Whose turns may evidence a score: the side the criterion is about, unless it says either side."""
+    if criterion.about == "both" or criterion.quote_either_side:
+        return {"rep", "prospect"}
+    return {criterion.about}
+
+
+def check_evidence(case: JudgeCase, quotes: list[QuoteOut], criterion: Criterion | None = None) -> list[Evidence]:
+    """Each quote must be in the turn it cites, and that turn must be spoken by a side the criterion
+    lets it quote: a prospect's words cannot show that the rep asked good questions."""
+    turns = {t.index: t for t in case.turns}
+    allowed = speakers_quotable(criterion) if criterion is not None else {"rep", "prospect"}
     unique = list({(q.turn, normalise(q.quote)): q for q in quotes}.values())
-    return [
-        Evidence(turn=q.turn, quote=q.quote, verified=q.turn in by_index and verify_quote(q.quote, by_index[q.turn]))
-        for q in unique
-    ]
+    evidence = []
+    for q in unique:
+        turn = turns.get(q.turn)
+        problem = None
+        if turn is None:
+            problem = f"turn {q.turn} does not exist"
+        elif not verify_quote(q.quote, turn.text):
+            problem = f"not found in turn {q.turn}"
+        elif turn.speaker not in allowed:
+            problem = f"quotes the {turn.speaker}; this criterion is about the {criterion.about}"  # type: ignore[union-attr]
+        evidence.append(Evidence(turn=q.turn, quote=q.quote, verified=problem is None, problem=problem))
+    return evidence
 
 
 def self_preference(judge_model: str, agent_models: dict[Speaker, str]) -> list[Speaker]:
@@ -233,30 +246,25 @@ def self_preference(judge_model: str, agent_models: dict[Speaker, str]) -> list[
 # --------------------------------------------------------------------------- judging
 
 
-def uses_constrained_evidence(settings: ModelSettings) -> bool:
-    mode = settings.evidence_mode
-    return settings.is_local if mode == "auto" else mode == "constrained"
-
-
 async def judge_criterion(
-    case: JudgeCase, criterion: Criterion, settings: ModelSettings, local_api_base: str | None, seed: int
+    case: JudgeCase, criterion: Criterion, profile: Profile, seed: int
 ) -> tuple[CriterionScore, list]:
-    endpoint = endpoint_for(settings, local_api_base)
-    schema = constrained_verdict_model(case) if uses_constrained_evidence(settings) else CriterionVerdict
+    constrained = profile.evidence_mode == "constrained"
+    schema = constrained_verdict_model(case) if constrained else CriterionVerdict
     try:
         verdict, calls = await complete_structured(
-            endpoint,
+            profile.endpoint,
             judge_messages(case, criterion),
             schema,
             purpose=f"judge:{criterion.id}",
             temperature=0.0,
             max_tokens=200,
             seed=seed,
-            timeout_s=settings.timeout_s,
+            timeout_s=profile.timeout_s,
         )
     except ModelCallError as exc:
         return CriterionScore(criterion=criterion.id, error=exc.reason), exc.calls
-    evidence = check_evidence(case, parse_quotes(verdict.evidence))
+    evidence = check_evidence(case, parse_quotes(verdict.evidence), criterion)
     return (
         CriterionScore(
             criterion=criterion.id,
@@ -272,27 +280,25 @@ async def judge_criterion(
 async def judge(
     case: JudgeCase,
     rubric: Rubric,
-    settings: ModelSettings,
-    local_api_base: str | None = None,
+    profile: Profile,
     seed: int = 1,
     concurrency: int | None = None,
 ) -> Judgement:
-    if concurrency is None:
-        concurrency = LOCAL_JUDGE_CONCURRENCY if settings.is_local else JUDGE_CONCURRENCY
-    gate = asyncio.Semaphore(concurrency)
+    """One judge model on one transcript, its criteria as many at once as its profile says."""
+    gate = asyncio.Semaphore(concurrency or profile.judge_concurrency)
 
     async def one(criterion: Criterion) -> tuple[CriterionScore, list]:
         async with gate:
-            return await judge_criterion(case, criterion, settings, local_api_base, seed)
+            return await judge_criterion(case, criterion, profile, seed)
 
     results = await asyncio.gather(*(one(c) for c in rubric.criteria))
     return Judgement(
         episode_id=case.episode_id,
-        judge_model=settings.model,
+        judge_model=profile.model_id,
         rubric_id=rubric.id,
         scores=[score for score, _ in results],
         calls=[call for _, calls in results for call in calls],
-        self_preference=self_preference(settings.model, case.agent_models),
+        self_preference=self_preference(profile.model_id, case.agent_models),
     )
 
 
@@ -308,8 +314,7 @@ def aggregate(judgements: list[Judgement]) -> dict[str, AggregateScore]:
     }
 
 
-async def judge_panel(
-    case: JudgeCase, rubric: Rubric, judges: list[ModelSettings], local_api_base: str | None = None, seed: int = 1
-) -> JudgePanel:
-    judgements = [await judge(case, rubric, settings, local_api_base, seed) for settings in judges]
+async def judge_panel(case: JudgeCase, rubric: Rubric, judges: list[Profile], seed: int = 1) -> JudgePanel:
+    """Every judge of a run or a negotiation on one transcript: the one way a transcript is judged."""
+    judgements = [await judge(case, rubric, profile, seed) for profile in judges]
     return JudgePanel(episode_id=case.episode_id, judgements=judgements, aggregate=aggregate(judgements))

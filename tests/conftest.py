@@ -9,9 +9,9 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from sandbox import models  # noqa: E402
 from sandbox.cassettes import record_mode_from_env, use_cassette  # noqa: E402
 from sandbox.catalog import Catalog, load_catalog  # noqa: E402
+from sandbox.models import retry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
@@ -26,9 +26,10 @@ def catalog() -> Catalog:
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Same retry policy, millisecond back-off, so fault tests stay quick."""
     monkeypatch.setattr(
-        models, "RETRY_POLICY_FACTORY", lambda: models.retry_policy(max_attempts=4, max_seconds=10, initial_wait=0.01)
+        retry,
+        "RETRY_POLICY_FACTORY",
+        lambda: retry.retry_policy(max_attempts=4, max_seconds=10, initial_wait=0.01, retry_after_cap=0.2),
     )
-    monkeypatch.setattr(models, "MAX_RETRY_AFTER_SECONDS", 0.2)
 
 
 @pytest.fixture

@@ -25,13 +25,14 @@ def accept_and_verdict(score: int = 4) -> dict[str, Any]:
 
     Each schema ignores the other's keys, so a single scripted reply drives a whole episode:
     the rep's accept has nothing to accept (noted), the prospect accepts the list price, and
-    every criterion gets ``score`` with a quote that exists in turn 1.
+    every criterion gets ``score`` with a quote from each side (turn 0 and turn 1 both say it), so a
+    criterion about either side has evidence from a turn it may quote.
     """
     turn = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
     return turn | {
         "score": score,
         "rationale": "Agrees plainly.",
-        "evidence": [{"turn": 1, "quote": "Fine, we accept."}],
+        "evidence": [{"turn": 0, "quote": "Fine, we accept."}, {"turn": 1, "quote": "Fine, we accept."}],
     }
 
 
@@ -44,7 +45,8 @@ def deal_or_walk(walker: str = "Morgan", latency_s: float = 0.0) -> Callable[[di
     a verdict whose quote is in the transcript either way. Whatever faults are injected around it,
     a finished episode's outcome is known in advance, so a test can check nothing was mis-recorded."""
     walk = {"message": WALK_LINE, "action": "walk_away", "price": None, "terms": None}
-    walk |= {"score": 2, "rationale": "Leaves.", "evidence": [{"turn": 1, "quote": WALK_LINE}]}
+    evidence = [{"turn": 0, "quote": "Fine, we accept."}, {"turn": 1, "quote": WALK_LINE}]  # the rep, the prospect
+    walk |= {"score": 2, "rationale": "Leaves.", "evidence": evidence}
     deal = accept_and_verdict()
 
     def respond(payload: dict[str, Any]) -> Reply:

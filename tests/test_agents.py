@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from sandbox.agents import clean_message, policy_for, prices_in, to_action, verify_action
-from sandbox.models import Endpoint
+from sandbox.profiles import resolve
 from sandbox.schemas import Action, ActionKind, ModelSettings
 
 
@@ -40,28 +40,11 @@ def test_to_action_drops_what_cannot_stand():
 
 
 def test_policy_choice():
-    endpoint = Endpoint(model="openai/x")
-    assert type(policy_for(endpoint, ModelSettings())).__name__ == "TwoCallPolicy"
-    assert type(policy_for(endpoint, ModelSettings(model="openai/gpt-4o-mini"))).__name__ == "OneCallPolicy"
+    embedded = resolve(ModelSettings(), "http://127.0.0.1:5000/v1")
+    assert type(policy_for(embedded)).__name__ == "TwoCallPolicy"
+    assert type(policy_for(resolve(ModelSettings(model="openai/gpt-4o-mini")))).__name__ == "OneCallPolicy"
     forced = ModelSettings(model="openai/gpt-4o-mini", turn_mode="two-call")
-    assert type(policy_for(endpoint, forced)).__name__ == "TwoCallPolicy"
-
-
-def test_endpoints_for_local_hosted_and_openai_compatible_servers():
-    from sandbox.models import LOCAL_MODEL_NAME, ModelCallError, endpoint_for
-
-    local = endpoint_for(ModelSettings(), "http://127.0.0.1:5000/v1")
-    assert local.model == f"openai/{LOCAL_MODEL_NAME}" and local.structured == "json_schema"
-    hosted = endpoint_for(ModelSettings(model="anthropic/claude-3-5-haiku-latest"))
-    assert hosted.model == "anthropic/claude-3-5-haiku-latest" and hosted.api_key is None  # keys: environment only
-    compatible = endpoint_for(ModelSettings(model="my-model", api_base="http://localhost:8000/v1"))
-    assert compatible.model == "openai/my-model" and compatible.api_base == "http://localhost:8000/v1"
-    try:
-        endpoint_for(ModelSettings())
-    except ModelCallError as exc:
-        assert "embedded server" in exc.reason
-    else:
-        raise AssertionError("local without a server must fail")
+    assert type(policy_for(resolve(forced))).__name__ == "TwoCallPolicy"
 
 
 def test_echo_of_the_last_line_is_not_an_answer():

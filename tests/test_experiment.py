@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from sandbox.catalog import CatalogError
 from sandbox.cli import app
 from sandbox.experiment import ExperimentSpec, expand, load_experiment
+from sandbox.profiles import is_embedded
+from sandbox.schemas import ModelSettings
 from sandbox.store import RunLockedError, RunStore, latest_results, read_results
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, spec_file
@@ -44,7 +46,7 @@ def run_cli(*args: str) -> object:
 
 def test_quickstart_and_realistic_specs_load(catalog):
     quick = load_experiment(ROOT / "experiments" / "quickstart.yaml", catalog)
-    assert all(m.is_local for m in quick.all_models())
+    assert all(is_embedded(m) for m in quick.all_models())
     big = load_experiment(ROOT / "experiments" / "strategies-gpt4o-mini.yaml", catalog)
     assert len(expand(big)) == 7 * 6 * 3 * 5 * 2
 
@@ -265,15 +267,15 @@ def test_two_processes_resuming_one_killed_run_at_once(tmp_path):
 async def test_rate_limits_pace_requests_per_model():
     from aiolimiter import AsyncLimiter
 
-    from sandbox.models import CallContext, _respect_limits
+    from sandbox.models import CallContext
 
     context = CallContext(request_limits={"m": AsyncLimiter(1, 0.3)}, token_limits={"m": AsyncLimiter(1000, 0.3)})
     started = time.perf_counter()
     for _ in range(3):
-        await _respect_limits(context, "m", 100)
+        await context.respect_limits("m", 100)
     assert time.perf_counter() - started >= 0.5  # 3 requests at 1 per 0.3 s
     started = time.perf_counter()
-    await _respect_limits(context, "other-model", 100)  # unlimited models are not slowed
+    await context.respect_limits("other-model", 100)  # unlimited models are not slowed
     assert time.perf_counter() - started < 0.25  # well under one 0.3 s interval, even on a loaded machine
 
 
@@ -323,18 +325,14 @@ def test_two_processes_on_one_run_folder_one_refuses(tmp_path):
 
 @pytest.mark.parametrize("cap", [None, 2])
 def test_max_in_flight_caps_requests_at_once_per_model(tmp_path, catalog, cap):
-    import asyncio
-
-    from sandbox.runner import RunOptions, plan_run, run_experiment
+    from sandbox.runner import run
 
     with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.1)]) as provider:
         limits = {"rate_limits": {"openai/gpt-4o-mini": {"max_in_flight": cap}}} if cap else {}
         path = spec_file(tmp_path, provider.api_base, concurrency=8, seeds=4, max_turns=2, **limits)
         spec = load_experiment(path, catalog)
         spec = spec.model_copy(update={"models": spec.models.model_copy(update={"judge": []})})
-        with RunStore(tmp_path / "run") as store:
-            plan = plan_run(spec, tmp_path / "run", retry_failed=False)
-            summary = asyncio.run(run_experiment(spec, catalog, None, store, "cap", plan, None, RunOptions()))
+        summary = run(spec, catalog, folder=tmp_path / "run", report=False).summary
         most = provider.max_active
     assert summary.ok == 16
     assert most == 2 if cap else most > 2  # with no cap, the 8 workers overlap freely
@@ -343,10 +341,13 @@ def test_max_in_flight_caps_requests_at_once_per_model(tmp_path, catalog, cap):
 def test_the_embedded_model_gets_one_place_per_slot():
     import asyncio
 
+    from sandbox.profiles import Profiles
     from sandbox.runner import in_flight_places
 
     async def places_taken() -> tuple[bool, bool]:
-        place = in_flight_places(ExperimentSpec(id="x", strategies=["a"], prospects=["p"], scenarios=["s"]), 3)["local"]
+        profiles = Profiles([ModelSettings()], embedded_api_base="http://127.0.0.1:1/v1", embedded_slots=3)
+        spec = ExperimentSpec(id="x", strategies=["a"], prospects=["p"], scenarios=["s"])
+        place = in_flight_places(spec, profiles)["local"]
         for _ in range(2):
             await place.acquire()
         before = place.locked()

@@ -3,15 +3,14 @@ every failure recorded with its reason, retries bounded."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import pytest
 
 from sandbox.experiment import ExperimentSpec
 from sandbox.judge import load_rubric
-from sandbox.runner import RunOptions, plan_run, run_experiment, short_reason
-from sandbox.store import RunStore, read_results
+from sandbox.runner import run, short_reason
+from sandbox.store import read_results
 from tests.conftest import ROOT
 from tests.fake_provider import FAULTS, FakeProvider, deal_or_walk
 
@@ -38,11 +37,9 @@ def faulty_run(catalog, folder, faults: list[str], rate: float, episodes_per_str
             concurrency=32,
         )
         rubric = load_rubric(ROOT / "judges" / "rubric.yaml") if judged else None
-        with RunStore(folder) as store:
-            plan = plan_run(spec, folder, retry_failed=False)
-            summary = asyncio.run(run_experiment(spec, catalog, rubric, store, "faults", plan, None, RunOptions()))
+        outcome = run(spec, catalog, rubric, folder=folder, report=False)
         injected = dict(provider.injected)
-    return plan, summary, injected
+    return outcome.plan, outcome.summary, injected
 
 
 def tally(plan, folder) -> dict:  # noqa: ANN001

@@ -20,6 +20,7 @@ from sandbox.judge import (
     quote_options,
     verify_quote,
 )
+from sandbox.profiles import resolve
 from sandbox.schemas import EpisodeSpec, ModelSettings
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply
@@ -79,7 +80,7 @@ async def test_judge_is_blind_to_strategy_and_private_fields(catalog, rubric):
     verdict = {"score": 3, "rationale": "ok", "evidence": []}
     with FakeProvider([Reply(content=json.dumps(verdict))]) as provider:
         settings = ModelSettings(model="fake-judge", api_base=provider.api_base)
-        await judge(case_from_transcript(transcript), rubric, settings)
+        await judge(case_from_transcript(transcript), rubric, resolve(settings))
         sent = json.dumps(provider.requests)
     assert len(provider.requests) == len(rubric.criteria)
     forbidden = [
@@ -139,7 +140,7 @@ async def test_evidence_is_checked_against_the_cited_turn(catalog, rubric):
     ]
     with FakeProvider(replies) as provider:
         settings = ModelSettings(model="fake-judge", api_base=provider.api_base)
-        judgement = await judge(case_from_transcript(transcript), rubric, settings, concurrency=1)
+        judgement = await judge(case_from_transcript(transcript), rubric, resolve(settings), concurrency=1)
     first, second = judgement.scores[0], judgement.scores[1]
     assert first.supported and [e.verified for e in first.evidence] == [True, False]
     assert not second.supported and not any(e.verified for e in second.evidence)
@@ -150,7 +151,7 @@ async def test_junk_after_one_repair_is_a_recorded_failure_not_a_score(catalog, 
     transcript = await scripted_transcript(catalog)
     with FakeProvider([Reply(content="I think it deserves a five")]) as provider:
         settings = ModelSettings(model="fake-judge", api_base=provider.api_base)
-        judgement = await judge(case_from_transcript(transcript), rubric, settings)
+        judgement = await judge(case_from_transcript(transcript), rubric, resolve(settings))
     assert judgement.scored == {}
     assert set(judgement.failures) == {c.id for c in rubric.criteria}
     assert all("twice" in reason for reason in judgement.failures.values())
@@ -163,9 +164,9 @@ async def test_embedded_judge_takes_one_criterion_at_a_time(catalog, rubric):
     case = case_from_transcript(await scripted_transcript(catalog))
     verdict = Reply(content=json.dumps({"score": 3, "rationale": "ok", "evidence": []}), delay_s=0.1)
     with FakeProvider([verdict]) as hosted:
-        await judge(case, rubric, ModelSettings(model="fake-judge", api_base=hosted.api_base))
+        await judge(case, rubric, resolve(ModelSettings(model="fake-judge", api_base=hosted.api_base)))
     with FakeProvider([verdict]) as local:
-        judgement = await judge(case, rubric, ModelSettings(model="local"), local_api_base=local.api_base)
+        judgement = await judge(case, rubric, resolve(ModelSettings(model="local"), local.api_base))
     assert hosted.max_active > 1
     assert local.max_active == 1 and len(judgement.scored) == len(rubric.criteria)
 
@@ -177,8 +178,8 @@ async def test_self_preference_and_panel_aggregate(catalog, rubric):
     high = {"score": 4, "rationale": "y", "evidence": []}
     with FakeProvider([Reply(content=json.dumps(low))]) as a, FakeProvider([Reply(content=json.dumps(high))]) as b:
         judges = [
-            ModelSettings(model="judge-a", api_base=a.api_base),
-            ModelSettings(model="judge-b", api_base=b.api_base),
+            resolve(ModelSettings(model="judge-a", api_base=a.api_base)),
+            resolve(ModelSettings(model="judge-b", api_base=b.api_base)),
         ]
         panel = await judge_panel(case, rubric, judges)
     assert [j.judge_model for j in panel.judgements] == ["judge-a", "judge-b"]
@@ -187,7 +188,7 @@ async def test_self_preference_and_panel_aggregate(catalog, rubric):
     assert aggregate.mean == 3 and aggregate.spread == 1 and aggregate.n == 2
     case.agent_models["rep"] = "judge-a"
     with FakeProvider([Reply(content=json.dumps(low))]) as a:
-        judgement = await judge(case, rubric, ModelSettings(model="judge-a", api_base=a.api_base))
+        judgement = await judge(case, rubric, resolve(ModelSettings(model="judge-a", api_base=a.api_base)))
     assert judgement.self_preference == ["rep"]
 
 
@@ -203,3 +204,25 @@ def test_constrained_evidence_options_are_the_transcripts_own_sentences():
     )
     options = quote_options(case)
     assert options == ["[0] What brings you here today?", "[0] We can help.", "[1] Price is too high!"]
+
+
+def test_a_rep_criterion_is_evidenced_only_by_the_reps_own_words(rubric):
+    from sandbox.judge import QuoteOut, check_evidence
+
+    case = JudgeCase(
+        episode_id="x",
+        context="c",
+        turns=[
+            JudgeTurn(index=0, speaker="rep", text="What does a late close cost your team?"),
+            JudgeTurn(index=1, speaker="prospect", text="About two days of overtime every month."),
+        ],
+        outcome="no deal",
+    )
+    quotes = [QuoteOut(turn=1, quote="two days of overtime"), QuoteOut(turn=0, quote="a late close cost")]
+    discovery, commitment = rubric.criterion("discovery"), rubric.criterion("prospect-commitment")
+    on_rep = check_evidence(case, quotes, discovery)
+    assert [e.verified for e in on_rep] == [False, True]
+    assert on_rep[0].problem == "quotes the prospect; this criterion is about the rep"
+    assert [e.verified for e in check_evidence(case, quotes, commitment)] == [True, False]
+    either = discovery.model_copy(update={"quote_either_side": True})
+    assert [e.verified for e in check_evidence(case, quotes, either)] == [True, True]

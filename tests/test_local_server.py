@@ -8,7 +8,8 @@ import pytest
 from sandbox import local_server
 from sandbox.agents import ExtractedAction
 from sandbox.local_server import LocalModelError, find_gguf, serve_local_model
-from sandbox.models import complete, complete_structured, endpoint_for
+from sandbox.models import complete, complete_structured
+from sandbox.profiles import resolve
 from sandbox.schemas import ModelSettings
 
 
@@ -24,7 +25,7 @@ async def test_server_starts_answers_and_stops():
     with serve_local_model(parallel=2) as server:
         assert server.base_url.startswith("http://127.0.0.1:")
         assert httpx.get(f"{server.base_url}/health").status_code == 200
-        endpoint = endpoint_for(ModelSettings(), server.api_base)
+        endpoint = resolve(ModelSettings(), server.api_base).endpoint
         text = await complete(endpoint, [{"role": "user", "content": "Say hello."}], purpose="t", max_tokens=16, seed=3)
         again = await complete(
             endpoint, [{"role": "user", "content": "Say hello."}], purpose="t", max_tokens=16, seed=3

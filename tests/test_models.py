@@ -11,7 +11,6 @@ import litellm
 import pytest
 from pydantic import BaseModel
 
-from sandbox import models
 from sandbox.agents import ExtractedAction
 from sandbox.cassettes import match_host, match_port, use_cassette
 from sandbox.models import (
@@ -24,7 +23,10 @@ from sandbox.models import (
     is_transient,
     retry_after_seconds,
 )
+from sandbox.profiles import resolve
 from sandbox.prompts import extraction_prompt
+from sandbox.runtime import REPLAY_API_BASE
+from sandbox.schemas import ModelSettings
 from tests.conftest import cassette, recording
 from tests.fake_provider import FakeProvider, Reply
 
@@ -49,7 +51,11 @@ async def test_server_error_then_success_replays_from_cassette(fast_retries):
 
 
 async def test_rate_limit_waits_for_retry_after(fast_retries, monkeypatch):
-    monkeypatch.setattr(models, "MAX_RETRY_AFTER_SECONDS", 5.0)
+    from sandbox.models import retry
+
+    monkeypatch.setattr(
+        retry, "RETRY_POLICY_FACTORY", lambda: retry.retry_policy(initial_wait=0.01, retry_after_cap=5.0)
+    )
     with FakeProvider([Reply(status=429, headers={"Retry-After": "0.3"}), Reply(content="ok")]) as provider:
         started = time.perf_counter()
         result = await complete(fake(provider.api_base), HELLO, purpose="t")
@@ -147,10 +153,10 @@ async def test_structured_extraction_on_the_embedded_model_replays(no_local_serv
 
     prompt = extraction_prompt("rep", "I can do 21,000 USD if you sign for two years.", None, "USD")
     messages = [{"role": "user", "content": prompt}]
-    endpoint = models.endpoint_for(models.ModelSettings(), "http://127.0.0.1:8080/v1")
+    endpoint = resolve(ModelSettings(), REPLAY_API_BASE).endpoint
     if recording():
         with serve_local_model(parallel=1) as server, cassette("structured-extract.yaml") as recorded:
-            endpoint = models.endpoint_for(models.ModelSettings(), server.api_base)
+            endpoint = resolve(ModelSettings(), server.api_base).endpoint
             result, calls = await complete_structured(endpoint, messages, ExtractedAction, purpose="x", seed=1)
     else:
         with cassette("structured-extract.yaml") as recorded:
@@ -202,10 +208,12 @@ def test_loopback_addresses_match_each_other_only():
 
 
 async def test_hosted_models_get_the_schema_in_response_format_without_strict_mode(fast_retries):
+    import dataclasses
+
+    hosted = resolve(ModelSettings(model="openai/gpt-4o-mini")).endpoint  # litellm knows it takes a schema
     with FakeProvider([Reply(content='{"action": "accept", "price": null}')]) as provider:
-        verdict, _ = await complete_structured(
-            fake(provider.api_base, "openai/gpt-4o-mini"), HELLO, Verdict, purpose="x"
-        )
+        endpoint = dataclasses.replace(hosted, api_base=provider.api_base, api_key="sk-test-fake")
+        verdict, _ = await complete_structured(endpoint, HELLO, Verdict, purpose="x")
         response_format = provider.requests[0]["response_format"]
     assert verdict.action == "accept"
     assert response_format["type"] == "json_schema"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from sandbox import stats
 from sandbox.experiment import ExperimentSpec
 from sandbox.judge import load_rubric
-from sandbox.runner import RunOptions, plan_run, run_experiment
-from sandbox.store import RunStore
+from sandbox.runner import run
 from sandbox.table import results_frame
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider
@@ -38,9 +35,7 @@ def planted_run(catalog, folder, api_base: str, seeds: int, prospects: list[str]
         baseline=BASELINE,
     )
     rubric = load_rubric(ROOT / "judges" / "rubric.yaml")
-    with RunStore(folder) as store:
-        plan = plan_run(spec, folder, retry_failed=False)
-        asyncio.run(run_experiment(spec, catalog, rubric, store, "planted", plan, None, RunOptions()))
+    run(spec, catalog, rubric, folder=folder, report=False)
     return results_frame(folder)
 
 

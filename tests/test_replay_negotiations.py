@@ -114,7 +114,9 @@ def test_negotiate_with_judge_against_an_openai_compatible_server(tmp_path, monk
     monkeypatch.chdir(ROOT)
     # One reply that is both a valid turn and a valid verdict (each schema ignores the other's keys).
     reply = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
-    reply |= {"score": 4, "rationale": "Agrees plainly.", "evidence": [{"turn": 1, "quote": "Fine, we accept."}]}
+    # Both sides said it: turn 0 (the rep) evidences rep criteria, turn 1 (the prospect) prospect ones.
+    evidence = [{"turn": 0, "quote": "Fine, we accept."}, {"turn": 1, "quote": "Fine, we accept."}]
+    reply |= {"score": 4, "rationale": "Agrees plainly.", "evidence": evidence}
     out = tmp_path / "t.json"
     with FakeProvider([Reply(content=json.dumps(reply))]) as provider:
         result = runner.invoke(
@@ -125,7 +127,8 @@ def test_negotiate_with_judge_against_an_openai_compatible_server(tmp_path, monk
     assert result.exit_code == 0, result.output
     handout = (tmp_path / "handout.md").read_text()
     assert handout.startswith("# ") and "Generated with `sandbox negotiate`, seed 1." in handout
-    assert '| discovery | fake-model | 4 | Agrees plainly. | [1] "Fine, we accept." |' in handout
+    assert '| discovery | fake-model | 4 | Agrees plainly. | [0] "Fine, we accept." |' in handout
+    assert '| prospect-commitment | fake-model | 4 | Agrees plainly. | [1] "Fine, we accept." |' in handout
     assert "cited by the judge: discovery 4" in handout and "embedded 135M model" not in handout
     assert "| Outcome | deal at 24,000 USD, accepted by the prospect |" in handout
     transcript = Transcript.model_validate_json(out.read_text())

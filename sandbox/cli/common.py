@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from sandbox.catalog import DEFAULT_ROOT, Catalog, CatalogError, load_catalog
 from sandbox.schemas import ModelSettings, Rubric
+
+if TYPE_CHECKING:
+    from sandbox.profiles import Profiles
 
 
 def _untyped_flags(params: list) -> list:
@@ -64,9 +67,6 @@ app = App(
 console = Console()
 err = Console(stderr=True)
 
-# Any loopback address works on replay: the cassette matcher ignores loopback host and port.
-REPLAY_API_BASE = "http://127.0.0.1:8080/v1"
-
 
 def _show_version(value: bool) -> None:
     if value:
@@ -91,6 +91,14 @@ CassetteOpt = Annotated[Path | None, typer.Option("--cassette", help="Replay mod
 RecordOpt = Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")]
 ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="OpenAI-compatible server URL.")]
 RubricOpt = Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML for the judges.")]
+StructuredOpt = Annotated[
+    str,
+    typer.Option(
+        "--structured",
+        help="Structured output: auto, json_schema (a schema in response_format), json_object or none (prompt only).",
+    ),
+]
+TurnModeOpt = Annotated[str, typer.Option("--turn-mode", help="auto, two-call (small models) or one-call.")]
 RunFolderArg = Annotated[Path, typer.Argument(help="A run folder under runs/.")]
 
 
@@ -130,33 +138,28 @@ def open_rubric(path: Path | None) -> Rubric:
         raise  # unreachable
 
 
-def judge_settings(model: str, api_base: str | None) -> ModelSettings:
-    return ModelSettings(model=model, api_base=None if model == "local" else api_base)
+def model_settings(model: str, api_base: str | None, **values: object) -> ModelSettings:
+    """A role's settings from flags. ``--api-base`` is for the user's own server, never the embedded model."""
+    from sandbox.profiles import is_embedded
+
+    settings = ModelSettings(model=model, **values)  # type: ignore[arg-type]
+    return settings if is_embedded(settings) or api_base is None else settings.model_copy(update={"api_base": api_base})
 
 
 @contextlib.contextmanager
-def model_runtime(
-    specs: list[ModelSettings], cassette: Path | None, record: bool, parallel: int
-) -> Iterator[str | None]:
-    """Yield the embedded server's API base (started only when needed), inside a cassette if asked."""
-    from sandbox.cassettes import use_cassette
-    from sandbox.local_server import LocalModelError, serve_local_model
+def models_ready(settings: list[ModelSettings], cassette: Path | None, record: bool, slots: int) -> Iterator[Profiles]:
+    """The library's model runtime, its start-up errors (no weights, a missing cassette) as one line."""
+    from sandbox.local_server import LocalModelError
+    from sandbox.runtime import model_runtime
 
-    needs_local = any(s.is_local for s in specs)
-    start_server = needs_local and (cassette is None or record)
+    if record and cassette is None:
+        fail("--record needs --cassette PATH")
     with contextlib.ExitStack() as stack:
-        api_base = REPLAY_API_BASE if needs_local else None
-        if start_server:  # before the cassette, so the health checks are not recorded
-            try:
-                api_base = stack.enter_context(serve_local_model(parallel=parallel)).api_base
-            except LocalModelError as exc:
-                fail(str(exc))
-        if cassette is not None:
-            try:
-                stack.enter_context(use_cassette(cassette, "once" if record else "none"))
-            except FileNotFoundError as exc:
-                fail(str(exc))
-        yield api_base
+        try:
+            profiles = stack.enter_context(model_runtime(settings, cassette, record, slots=slots))
+        except (LocalModelError, FileNotFoundError) as exc:
+            fail(str(exc))
+        yield profiles
 
 
 def fmt(value: float | None) -> str:

@@ -16,12 +16,13 @@ from sandbox.cli.common import (
     PersonasOpt,
     RecordOpt,
     RubricOpt,
+    StructuredOpt,
     app,
     console,
     fail,
     fmt,
-    judge_settings,
-    model_runtime,
+    model_settings,
+    models_ready,
     open_catalog,
     open_rubric,
     project_path,
@@ -40,6 +41,7 @@ def judge_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write the judgement / calibration JSON here.")] = None,
     cassette: CassetteOpt = None,
     record: RecordOpt = False,
+    structured: StructuredOpt = "auto",
     personas: PersonasOpt = None,
 ) -> None:
     """Score a transcript against the rubric, or calibrate judge models (`sandbox judge calibrate`)."""
@@ -47,7 +49,7 @@ def judge_command(
 
     from sandbox.schemas import Transcript
 
-    judges = [judge_settings(m, api_base) for m in (model or ["local"])]
+    judges = [model_settings(m, api_base, structured=structured) for m in (model or ["local"])]
     loaded_rubric = open_rubric(rubric)
     if target == "calibrate":
         _calibrate(judges, loaded_rubric, calibration, verbosity_cases, out, cassette, record, personas)
@@ -64,8 +66,8 @@ def judge_command(
     from sandbox.judge import case_from_transcript, judge_panel
 
     case = case_from_transcript(transcript)
-    with model_runtime(judges, cassette, record, parallel=4) as local_api_base:
-        panel = asyncio.run(judge_panel(case, loaded_rubric, judges, local_api_base))
+    with models_ready(judges, cassette, record, slots=4) as profiles:
+        panel = asyncio.run(judge_panel(case, loaded_rubric, [profiles[j] for j in judges]))
     render_panel(panel, case, loaded_rubric)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +86,11 @@ def _calibrate(judges, rubric, folder, verbosity_cases, out, cassette, record, p
     except CatalogError as exc:
         fail(str(exc))
     reports = []
-    with model_runtime(judges, cassette, record, parallel=4) as local_api_base:
+    with models_ready(judges, cassette, record, slots=4) as profiles:
         for settings in judges:
             console.print(f"calibrating {settings.model} on {len(cases)} cases ...")
             report, _ = asyncio.run(
-                calibrate(cases, rubric, catalog, settings, local_api_base, verbosity_cases=verbosity_cases)
+                calibrate(cases, rubric, catalog, profiles[settings], verbosity_cases=verbosity_cases)
             )
             render_calibration(report)
             reports.append(report)

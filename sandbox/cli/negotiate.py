@@ -17,16 +17,18 @@ from sandbox.cli.common import (
     PersonasOpt,
     RecordOpt,
     RubricOpt,
+    StructuredOpt,
+    TurnModeOpt,
     app,
     console,
     fail,
-    judge_settings,
-    model_runtime,
+    model_settings,
+    models_ready,
     open_catalog,
     open_rubric,
     render_panel,
 )
-from sandbox.metrics import OutcomeMetrics, outcome_metrics
+from sandbox.metrics import OutcomeMetrics
 from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Transcript, Turn
 
 
@@ -72,7 +74,8 @@ def negotiate(
     max_turns: Annotated[int, typer.Option("--max-turns", min=2, max=200)] = 12,
     opener: Annotated[str, typer.Option("--opener", help="Who speaks first: rep or prospect.")] = "rep",
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.7,
-    turn_mode: Annotated[str, typer.Option("--turn-mode", help="auto, two-call or one-call.")] = "auto",
+    turn_mode: TurnModeOpt = "auto",
+    structured: StructuredOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="Write the transcript JSON here.")] = None,
     handout: Annotated[
         Path | None, typer.Option("--handout", help="Write the dialogue as a Markdown handout for trainers.")
@@ -90,7 +93,10 @@ def negotiate(
     from pydantic import ValidationError
 
     from sandbox.catalog import describe_validation_error
-    from sandbox.engine import run_episode
+    from sandbox.episode import play_episode
+    from sandbox.judge import aggregate, case_from_transcript
+    from sandbox.profiles import needs_embedded_server
+    from sandbox.schemas import JudgePanel
 
     catalog = open_catalog(personas)
     try:
@@ -101,12 +107,7 @@ def negotiate(
     try:
 
         def settings(name: str) -> ModelSettings:
-            return ModelSettings(
-                model=name,
-                api_base=None if name == "local" else api_base,
-                temperature=temperature,
-                turn_mode=turn_mode,  # type: ignore[arg-type]
-            )
+            return model_settings(name, api_base, temperature=temperature, turn_mode=turn_mode, structured=structured)
 
         spec = EpisodeSpec(
             strategy=rep,
@@ -118,10 +119,9 @@ def negotiate(
             rep_model=settings(rep_model or model),
             prospect_model=settings(prospect_model or model),
         )
+        judges = [model_settings(m, api_base, structured=structured) for m in (judge_model or [model])] if judge else []
     except ValidationError as exc:
         fail(describe_validation_error("command line", exc))
-    if record and cassette is None:
-        fail("--record needs --cassette PATH")
 
     sc = catalog.scenario(scenario)
     names = {"rep": sc.rep_name, "prospect": catalog.prospect(prospect).display_name}
@@ -130,40 +130,47 @@ def negotiate(
         f" on [bold]{escape(sc.title)}[/] (list {sc.money(sc.list_price)}), seed {seed}, "
         f"models rep={spec.rep_model.model} prospect={spec.prospect_model.model}\n"
     )
-    if spec.rep_model.is_local or spec.prospect_model.is_local:
-        console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]\n")
-
-    judges = [judge_settings(m, api_base) for m in (judge_model or [model])] if judge else []
-    loaded_rubric = open_rubric(rubric) if judge else None
     runtime_models = [spec.rep_model, spec.prospect_model, *judges]
-    with model_runtime(runtime_models, cassette, record, parallel=4 if judge else 2) as local_api_base:
-        transcript = asyncio.run(
-            run_episode(spec, catalog, local_api_base, on_turn=lambda turn: render_turn(turn, names))
+    if needs_embedded_server(runtime_models):
+        console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]\n")
+    loaded_rubric = open_rubric(rubric) if judge else None
+    with models_ready(runtime_models, cassette, record, slots=4 if judge else 2) as profiles:
+        result = asyncio.run(
+            play_episode(
+                "negotiate",
+                spec,
+                catalog,
+                profiles,
+                loaded_rubric,
+                judges,
+                on_turn=lambda turn: render_turn(turn, names),
+            )
         )
-        metrics = outcome_metrics(transcript)
-        render_outcome(transcript, metrics)
+    transcript = result.transcript
+    if transcript is None or result.metrics is None:  # nothing was said: the setup failed
+        fail(result.error or "the negotiation failed before its first turn", code=1)
+        return
+    metrics = result.metrics
+    render_outcome(transcript, metrics)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(transcript.model_dump_json(indent=2))
+        console.print(f"transcript written to {out}")
+    if result.judgements and loaded_rubric is not None:
+        panel = JudgePanel(
+            episode_id=result.episode_id, judgements=result.judgements, aggregate=aggregate(result.judgements)
+        )
+        render_panel(panel, case_from_transcript(transcript), loaded_rubric)
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(transcript.model_dump_json(indent=2))
-            console.print(f"transcript written to {out}")
-        judgements = []
-        if judges and loaded_rubric is not None and transcript.turns:
-            from sandbox.judge import case_from_transcript, judge_panel
+            judged = out.with_suffix(".judgement.json")
+            judged.write_text(panel.model_dump_json(indent=2))
+            console.print(f"judgement written to {judged}")
+    if handout is not None:
+        from sandbox.examples import render_dialogue
 
-            case = case_from_transcript(transcript)
-            panel = asyncio.run(judge_panel(case, loaded_rubric, judges, local_api_base))
-            judgements = panel.judgements
-            render_panel(panel, case, loaded_rubric)
-            if out is not None:
-                judged = out.with_suffix(".judgement.json")
-                judged.write_text(panel.model_dump_json(indent=2))
-                console.print(f"judgement written to {judged}")
-        if handout is not None:
-            from sandbox.examples import render_dialogue
-
-            why = f"Generated with `sandbox negotiate`, seed {seed}."
-            handout.parent.mkdir(parents=True, exist_ok=True)
-            handout.write_text(render_dialogue(transcript, judgements, metrics, why))
-            console.print(f"handout written to {handout}")
+        why = f"Generated with `sandbox negotiate`, seed {seed}."
+        handout.parent.mkdir(parents=True, exist_ok=True)
+        handout.write_text(render_dialogue(transcript, result.judgements, metrics, why))
+        console.print(f"handout written to {handout}")
     if transcript.outcome.status is OutcomeStatus.FAILED:
         raise typer.Exit(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +18,6 @@ from sandbox.cli.common import (
     console,
     fail,
     fmt,
-    model_runtime,
     open_catalog,
     open_rubric,
 )
@@ -42,9 +40,9 @@ def run_command(
     """Run every episode of an experiment spec: concurrent, resumable, cached, within a budget."""
     from sandbox.content import shipped_experiment
     from sandbox.experiment import load_experiment
-    from sandbox.runner import RunOptions, SpecMismatchError, check_resumable, manifest_for, plan_run
-    from sandbox.store import RunLockedError, RunStore, new_run_id
-    from sandbox.table import export
+    from sandbox.local_server import LocalModelError
+    from sandbox.runner import SpecMismatchError, run
+    from sandbox.store import RunLockedError
 
     catalog = open_catalog(personas)
     try:
@@ -52,95 +50,102 @@ def run_command(
         spec = load_experiment(spec_path, catalog)
     except CatalogError as exc:
         fail(str(exc))
+    if record and cassette is None:
+        fail("--record needs --cassette PATH")
     loaded_rubric = open_rubric(rubric) if spec.models.judge else None
-    folder = resume or runs_dir / new_run_id(spec.id)
-    cache = None
-    if not no_cache and cassette is None:
-        from sandbox.cache import ResponseCache
-
-        cache = ResponseCache(cache_dir)
+    progress = RunProgress()
     try:
-        with RunStore(folder) as store:
-            run_id = check_resumable(store, spec) if resume is not None else folder.name
-            plan = plan_run(spec, folder, retry_failed)
-            if resume is None:
-                store.write_manifest(manifest_for(spec, run_id, str(spec_path), len(plan.planned)))
-            console.print(
-                f"run [bold]{run_id}[/]: {len(plan.planned)} episodes planned, {len(plan.finished)} already finished, "
-                f"{len(plan.todo)} to run (concurrency {spec.concurrency}) -> {folder}"
-            )
-            if any(m.is_local for m in spec.all_models()):
-                console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]")
-            parallel = max(2, min(spec.concurrency, 8))
-            needed = spec.all_models() if plan.todo else []  # nothing left to run: load no model
-            with model_runtime(needed, cassette, record, parallel=parallel) as local_api_base:
-                options = RunOptions(
-                    retry_failed=retry_failed, max_cost_usd=max_cost, cache=cache, local_slots=parallel
-                )
-                summary = _run_with_progress(spec, catalog, loaded_rubric, store, run_id, plan, local_api_base, options)
-            table = export(folder)
-            from sandbox.report import write_report
-
-            _, report_html = write_report(folder)
-    except (RunLockedError, SpecMismatchError) as exc:
+        outcome = run(
+            spec,
+            catalog,
+            loaded_rubric,
+            spec_path=str(spec_path),
+            runs_dir=runs_dir,
+            resume=resume,
+            retry_failed=retry_failed,
+            max_cost_usd=max_cost,
+            cache_dir=None if no_cache else cache_dir,
+            cassette=cassette,
+            record=record,
+            on_plan=progress.planned,
+            on_start=progress.started,
+            on_result=progress.finished,
+        )
+    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError) as exc:
         fail(str(exc))
+        return
     finally:
-        if cache is not None:
-            cache.close()
-    render_summary(summary)
+        progress.stop()
+    folder = outcome.folder
+    render_summary(outcome.summary)
     # Paths stay whole on one line (rich would break them at 80 columns in a pipe): they are copied.
-    console.print(f"results: {folder / 'episodes.jsonl'}; table: {table}; report: {report_html}", soft_wrap=True)
+    console.print(
+        f"results: {folder / 'episodes.jsonl'}; table: {outcome.table}; report: {outcome.report_html}", soft_wrap=True
+    )
     console.print(f"log: {folder / 'run.log'}", soft_wrap=True)
     console.print(f"next: sandbox view {folder} (the report); sandbox examples {folder} (dialogues)", soft_wrap=True)
 
 
-def _run_with_progress(spec, catalog, rubric, store, run_id, plan, api_base, options):  # noqa: ANN001, ANN202
-    """Run with a live progress bar: done / failed / running, retries, tokens and cost so far, ETA."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+class RunProgress:
+    """The run's announcement, then a live bar: done / failed / running, retries, tokens, cost, ETA."""
 
-    from sandbox.runner import run_experiment
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-    counts = {"ok": 0, "failed": 0, "running": 0, "retries": 0, "tokens": 0, "cost": 0.0}
-    with Progress(
-        TextColumn("[bold]episodes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("run", total=len(plan.todo), status="")
+        self.counts = {"ok": 0, "failed": 0, "running": 0, "retries": 0, "tokens": 0, "cost": 0.0}
+        self.progress = Progress(
+            TextColumn("[bold]episodes"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = None
 
-        def status() -> str:
-            return (
-                f"ok {counts['ok']} failed {counts['failed']} running {counts['running']} "
-                f"retries {counts['retries']} tokens {counts['tokens']:,} cost ${counts['cost']:.4f}"
-            )
+    def status(self) -> str:
+        c = self.counts
+        return (
+            f"ok {c['ok']} failed {c['failed']} running {c['running']} "
+            f"retries {c['retries']} tokens {c['tokens']:,} cost ${c['cost']:.4f}"
+        )
 
-        def on_start(_episode) -> None:  # noqa: ANN001
-            counts["running"] += 1
-            progress.update(task, status=status())
+    def planned(self, start) -> None:  # noqa: ANN001
+        plan = start.plan
+        console.print(
+            f"run [bold]{start.run_id}[/]: {len(plan.planned)} episodes planned, {len(plan.finished)} already "
+            f"finished, {len(plan.todo)} to run (concurrency {start.concurrency}) -> {start.folder}"
+        )
+        if start.embedded:
+            console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]")
+        self.progress.start()
+        self.task = self.progress.add_task("run", total=len(plan.todo), status="")
 
-        def on_result(result) -> None:  # noqa: ANN001
-            counts["running"] -= 1
-            counts["ok" if result.status == "ok" else "failed"] += 1
-            counts["tokens"] += result.tokens
-            counts["retries"] += result.retries
-            counts["cost"] += result.cost_usd
-            progress.update(task, advance=1, status=status())
+    def started(self, _episode) -> None:  # noqa: ANN001
+        self.counts["running"] += 1
+        self.progress.update(self.task, status=self.status())
 
-        options.on_start, options.on_result = on_start, on_result
-        return asyncio.run(run_experiment(spec, catalog, rubric, store, run_id, plan, api_base, options))
+    def finished(self, result) -> None:  # noqa: ANN001
+        c = self.counts
+        c["running"] -= 1
+        c["ok" if result.status == "ok" else "failed"] += 1
+        c["tokens"] += result.tokens
+        c["retries"] += result.retries
+        c["cost"] += result.cost_usd
+        self.progress.update(self.task, advance=1, status=self.status())
+
+    def stop(self) -> None:
+        self.progress.stop()
 
 
 def render_summary(summary) -> None:  # noqa: ANN001

@@ -1,0 +1,53 @@
+"""The one place that talks to models.
+
+Every request goes through :func:`complete` (free text) or :func:`complete_structured` (JSON
+validated against a pydantic model), so retries, cassettes, token and cost accounting and
+structured output are handled once. Split by job: ``errors`` (what failed, and whether another
+try can mend it), ``retry`` (the tenacity policy), ``call`` (the request itself), ``context``
+(a run's cache, limits and counters, wrapped around the call), ``structured``, and ``endpoint``
+(plain data). Names are loaded on first use (PEP 562), so importing an endpoint does not import
+litellm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ChatRequest": "call",
+    "Completion": "call",
+    "complete": "call",
+    "litellm_knows_cost": "call",
+    "litellm_supports_schema": "call",
+    "Endpoint": "endpoint",
+    "StructuredMode": "endpoint",
+    "CALL_CONTEXT": "context",
+    "CallContext": "context",
+    "CassetteMissError": "errors",
+    "EmptyResponseError": "errors",
+    "ModelCallError": "errors",
+    "StructuredOutputError": "errors",
+    "cassette_miss_detail": "errors",
+    "describe": "errors",
+    "is_cassette_miss": "errors",
+    "is_transient": "errors",
+    "status_code_of": "errors",
+    "retry_after_seconds": "retry",
+    "retry_policy": "retry",
+    "complete_structured": "structured",
+    "json_schema_format": "structured",
+    "parse_json_output": "structured",
+    "schema_of": "structured",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandbox.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sandbox.models.{module}"), name)
+    globals()[name] = value
+    return value

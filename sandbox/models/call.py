@@ -1,0 +1,219 @@
+"""The call itself: one chat completion through litellm, retried by tenacity, recorded as a ModelCall.
+
+:func:`complete` is the one way any code sends a request. A run's cache, limits and counters wrap
+it from outside (:mod:`sandbox.models.context`); structured output is built on top of it
+(:mod:`sandbox.models.structured`).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before litellm is imported, or the import fetches a price map over the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import asyncio  # noqa: E402
+import functools  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import litellm  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from sandbox.models import retry  # noqa: E402
+from sandbox.models.context import CALL_CONTEXT  # noqa: E402
+from sandbox.models.endpoint import Endpoint  # noqa: E402
+from sandbox.models.errors import (  # noqa: E402
+    CassetteMissError,
+    EmptyResponseError,
+    ModelCallError,
+    cassette_miss_detail,
+    describe,
+)
+from sandbox.schemas import ModelCall  # noqa: E402
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One request as sent: the endpoint, why it is made, and litellm's keyword arguments."""
+
+    endpoint: Endpoint
+    purpose: str
+    kwargs: dict[str, Any]
+
+    @property
+    def estimated_tokens(self) -> int:
+        """For token-rate limits before the answer says how many were used."""
+        messages = self.kwargs.get("messages") or []
+        return sum(len(m.get("content") or "") for m in messages) // 4 + int(self.kwargs.get("max_tokens") or 0)
+
+    def cache_payload(self) -> dict[str, Any]:
+        """Everything that shapes the answer, nothing that does not (no key, no timeout)."""
+        return {k: v for k, v in self.kwargs.items() if k not in {"model", "api_base", "api_key", "timeout"}}
+
+
+class Completion(BaseModel):
+    text: str
+    call: ModelCall
+
+
+Send = Callable[[ChatRequest, int], Awaitable[Any]]  # (request, attempt number) -> provider response
+
+
+async def send_litellm(request: ChatRequest, attempt: int) -> Any:
+    """One request through litellm; a cassette miss becomes its own error so it is never retried."""
+    try:
+        response = await litellm.acompletion(**request.kwargs)
+    except Exception as exc:
+        detail = cassette_miss_detail(exc)
+        if detail is not None:
+            raise CassetteMissError(f"cassette miss (never retried): {detail[:500]}") from exc
+        raise
+    if not (getattr(response, "choices", None) or []):
+        raise EmptyResponseError("response had no choices")
+    return response
+
+
+async def with_retries(request: ChatRequest, send: Send) -> Completion:
+    """Send with bounded retries of transient failures; a final failure keeps its call as evidence."""
+    endpoint, purpose = request.endpoint, request.purpose
+    attempts = 0
+    started = time.perf_counter()
+    try:
+        policy = retry.RETRY_POLICY_FACTORY()
+        policy.before_sleep = functools.partial(retry.log_retry, endpoint.label, purpose)
+        async for attempt in policy:
+            with attempt:
+                attempts += 1
+                response = await send(request, attempts)
+    except CassetteMissError as exc:
+        exc.calls = [failed_call(endpoint, purpose, attempts, started, exc.reason)]
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        reason = describe(exc)
+        raise ModelCallError(
+            f"{endpoint.label} ({purpose}) failed after {attempts} attempt(s): {reason}",
+            [failed_call(endpoint, purpose, attempts, started, reason)],
+        ) from exc
+
+    tokens_in, tokens_out = _usage(response)
+    message = getattr(response.choices[0], "message", None)
+    text = (getattr(message, "content", None) or "") if message is not None else ""
+    call = ModelCall(
+        model=endpoint.label,
+        purpose=purpose,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        latency_s=round(time.perf_counter() - started, 4),
+        cost_usd=_cost(response, endpoint.model),
+        attempts=attempts,
+    )
+    return Completion(text=text, call=call)
+
+
+async def complete(
+    endpoint: Endpoint,
+    messages: list[dict[str, str]],
+    *,
+    purpose: str,
+    temperature: float = 0.7,
+    max_tokens: int = 256,
+    seed: int | None = None,
+    timeout_s: float = 60.0,
+    response_format: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Completion:
+    """One chat completion with bounded retries of transient failures.
+
+    Raises :class:`ModelCallError` (or :class:`CassetteMissError`) with the failed call
+    recorded, so the caller can keep it as evidence of the failure.
+    """
+    kwargs: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "timeout": timeout_s,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
+    if seed is not None:
+        kwargs["seed"] = seed
+    if endpoint.api_base:
+        kwargs["api_base"] = endpoint.api_base
+    if endpoint.api_key:
+        kwargs["api_key"] = endpoint.api_key
+    if response_format is not None:
+        kwargs["response_format"] = response_format
+    if extra:
+        kwargs.update({k: v for k, v in extra.items() if v is not None})
+    request = ChatRequest(endpoint=endpoint, purpose=purpose, kwargs=kwargs)
+    context = CALL_CONTEXT.get()
+    if context is None:
+        return await with_retries(request, send_litellm)
+    return await context.complete(request, with_retries, send_litellm)
+
+
+def failed_call(endpoint: Endpoint, purpose: str, attempts: int, started: float, reason: str) -> ModelCall:
+    return ModelCall(
+        model=endpoint.label,
+        purpose=purpose,
+        latency_s=round(time.perf_counter() - started, 4),
+        attempts=max(attempts, 1),
+        error=reason,
+    )
+
+
+def _usage(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+
+
+_UNPRICED: set[str] = set()  # models litellm has no price for: not asked again (the lookup raises, slowly)
+
+
+def _cost(response: Any, model: str) -> float | None:
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    if cost is None:
+        if model in _UNPRICED:
+            return None
+        try:
+            cost = litellm.completion_cost(completion_response=response)
+        except Exception:
+            _UNPRICED.add(model)
+            return None
+    try:
+        value = float(cost)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+@functools.lru_cache(maxsize=256)
+def litellm_supports_schema(model: str) -> bool:
+    """litellm's own record of whether a hosted model takes a JSON schema; asked once per model (the
+    look-up is slow for models it does not know)."""
+    try:
+        return bool(litellm.supports_response_schema(model=model))
+    except Exception:  # litellm logs and returns False for unknown models; be as lenient
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def litellm_knows_cost(model: str) -> bool:
+    """Whether litellm's price table has the model, so a run's cost can be counted."""
+    try:
+        info = litellm.get_model_info(model=model)
+    except Exception:
+        return False
+    return bool(info.get("input_cost_per_token") or info.get("output_cost_per_token"))

@@ -1,0 +1,99 @@
+"""What can go wrong with a model call, and which failures are worth another try.
+
+Kept apart from the call itself so the retry policy, the runner's failure grouping and the tests
+read one definition of "transient".
+"""
+
+from __future__ import annotations
+
+import litellm
+
+from sandbox.schemas import ModelCall
+
+
+class ModelCallError(Exception):
+    """A model call that failed for good. ``reason`` is one line; ``calls`` is the evidence."""
+
+    def __init__(self, reason: str, calls: list[ModelCall] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.calls = calls or []
+
+
+class CassetteMissError(ModelCallError):
+    """A replayed test made a request the cassette does not hold. Never retried."""
+
+
+class EmptyResponseError(Exception):
+    """A 200 response with no choices: a provider glitch, worth another try."""
+
+
+class StructuredOutputError(ModelCallError):
+    """The model's output did not validate, even after one repair attempt."""
+
+
+_TRANSIENT = (
+    litellm.RateLimitError,
+    litellm.InternalServerError,
+    litellm.ServiceUnavailableError,
+    litellm.Timeout,
+    litellm.APIConnectionError,
+)
+_PERMANENT = (
+    litellm.AuthenticationError,
+    litellm.PermissionDeniedError,
+    litellm.BadRequestError,
+    litellm.NotFoundError,
+    litellm.ContextWindowExceededError,
+    litellm.ContentPolicyViolationError,
+    litellm.UnprocessableEntityError,
+)
+_CASSETTE_MARKERS = ("Can't overwrite existing cassette", "CannotOverwriteExistingCassetteException")
+
+
+def cassette_miss_detail(exc: BaseException) -> str | None:
+    """vcrpy's own message (it names the cassette and the request) if ``exc`` is a cassette miss.
+
+    litellm wraps transport errors, so the vcrpy exception is looked for down the cause chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    found: str | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "CannotOverwriteExistingCassetteException":
+            return " ".join(str(current).split())
+        if any(marker in str(current) for marker in _CASSETTE_MARKERS):
+            found = " ".join(str(current).split())
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def is_cassette_miss(exc: BaseException) -> bool:
+    return cassette_miss_detail(exc) is not None
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: rate limits, server errors, timeouts, dropped connections."""
+    if isinstance(exc, CassetteMissError) or is_cassette_miss(exc):
+        return False
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, (*_TRANSIENT, EmptyResponseError)):
+        return True
+    code = status_code_of(exc)
+    return code is not None and (code == 429 or code >= 500)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure: the exception's kind and its message, whitespace folded, capped."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{name}: {text}" if text else name

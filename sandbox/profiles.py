@@ -1,0 +1,226 @@
+"""Model profiles: everything known about a model, in one place, resolved once per run.
+
+A role's :class:`~sandbox.schemas.ModelSettings` is what the user wrote. :func:`resolve` turns it
+into a :class:`Profile`: how to reach the model (its :class:`~sandbox.models.Endpoint`) and what it
+can do (structured-output form, turn mode, judge evidence mode, requests at once, sampling
+defaults). The embedded model is one profile among others. Code below the runner asks the profile;
+it never compares a model's name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sandbox.local_server import LOCAL_MODEL_NAME
+from sandbox.models.endpoint import Endpoint, StructuredMode
+from sandbox.schemas import ModelSettings
+
+EMBEDDED_ID = "local"  # what a spec or the CLI writes for the embedded model
+PLACEHOLDER_KEY = "sk-local-no-key"  # self-hosted servers ignore it; the OpenAI client insists on one
+# Providers that speak the OpenAI wire format: with an api_base, a server of the user's own.
+OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "lm_studio"}
+
+TurnMode = Literal["one-call", "two-call"]
+
+
+class ProfileError(ValueError):
+    """A role's model cannot be resolved (the embedded model with no server running)."""
+
+
+EvidenceMode = Literal["free", "constrained"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One role's model, resolved: how to call it and what it can do.
+
+    ``turn_mode``: a model that writes well inside JSON (hosted models, open models of about 7B and
+    up) produces a turn in one structured call; a tiny one (the embedded 135M) writes its message as
+    text, then a second, grammar-constrained call extracts the action.
+    """
+
+    settings: ModelSettings
+    endpoint: Endpoint
+    turn_mode: TurnMode
+    evidence_mode: EvidenceMode
+    judge_concurrency: int  # criteria in flight per transcript when this model judges
+    max_in_flight: int | None = None  # requests at once the endpoint takes (None: no cap of its own)
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    embedded: bool = False  # the bundled SmolLM2-135M: plumbing and demos, not research conclusions
+    # How a two-call turn treats a message that is empty, a label or an echo of the other side:
+    # tried again with another seed, up to this many messages in all.
+    message_attempts: int = 2
+    history_turns: int | None = None  # the last N turns the model sees (None: the whole dialogue)
+    extra_body: dict[str, Any] = field(default_factory=dict)  # server-specific sampling, sent as-is
+
+    @property
+    def model_id(self) -> str:
+        """The id the user wrote: what rate limits, tables and reports are keyed by."""
+        return self.settings.model
+
+    @property
+    def label(self) -> str:
+        return self.endpoint.label
+
+    @property
+    def temperature(self) -> float:
+        return self.settings.temperature
+
+    @property
+    def max_tokens(self) -> int:
+        return self.settings.max_tokens
+
+    @property
+    def timeout_s(self) -> float:
+        return self.settings.timeout_s
+
+    def sampling(self) -> dict[str, Any]:
+        """Extra request fields for free-text turns: repetition controls and server-specific sampling."""
+        return {
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+            **self.extra_body,
+        }
+
+
+# --------------------------------------------------------------------------- the embedded model
+
+EMBEDDED_SLOTS = 4  # the embedded server's default parallel slots when nobody says otherwise
+EMBEDDED_FREQUENCY_PENALTY = 0.5  # the 135M model loops on one sentence without it
+EMBEDDED_JUDGE_CONCURRENCY = 1  # the slot that judged the last criterion still holds the transcript in cache
+HOSTED_JUDGE_CONCURRENCY = 4
+
+
+def is_embedded(settings: ModelSettings) -> bool:
+    """Whether this role needs the embedded server (the one name compared anywhere)."""
+    return settings.model == EMBEDDED_ID
+
+
+def needs_embedded_server(settings: Iterable[ModelSettings]) -> bool:
+    return any(is_embedded(s) for s in settings)
+
+
+def _embedded(settings: ModelSettings, api_base: str | None, slots: int) -> Profile:
+    if not api_base:
+        raise ProfileError("model 'local' needs the embedded server; none is running")
+    endpoint = Endpoint(
+        model=f"openai/{LOCAL_MODEL_NAME}",
+        api_base=api_base,
+        api_key=PLACEHOLDER_KEY,
+        # llama.cpp turns any JSON schema into a grammar: always valid JSON, strict or not.
+        structured=_structured(settings, "json_schema"),
+        strict_schema=True,
+        model_id=settings.model,
+    )
+    return Profile(
+        settings=settings,
+        endpoint=endpoint,
+        turn_mode=_turn_mode(settings, "two-call"),
+        evidence_mode=_evidence_mode(settings, "constrained"),
+        judge_concurrency=EMBEDDED_JUDGE_CONCURRENCY,
+        max_in_flight=slots,
+        frequency_penalty=_or(settings.frequency_penalty, EMBEDDED_FREQUENCY_PENALTY),
+        presence_penalty=settings.presence_penalty,
+        embedded=True,
+    )
+
+
+# --------------------------------------------------------------------------- everything else
+
+
+def provider_of(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else ""
+
+
+def _hosted(settings: ModelSettings) -> Profile:
+    model = settings.model
+    api_key = None
+    if settings.api_base:
+        if "/" not in model:
+            model = f"openai/{model}"  # any OpenAI-compatible server
+        if provider_of(model) in OPENAI_COMPATIBLE and not os.environ.get("OPENAI_API_KEY"):
+            # Most self-hosted servers need no key, but the OpenAI client refuses to start without one.
+            api_key = PLACEHOLDER_KEY
+        # vLLM, llama.cpp, SGLang and LM Studio turn a JSON schema into constrained decoding.
+        default: StructuredMode = "json_schema"
+    else:
+        from sandbox.models.call import litellm_supports_schema  # a hosted provider: litellm knows it
+
+        default = "json_schema" if litellm_supports_schema(model) else "none"
+    endpoint = Endpoint(
+        model=model,
+        api_base=settings.api_base,
+        api_key=api_key,
+        structured=_structured(settings, default),
+        model_id=settings.model,
+    )
+    return Profile(
+        settings=settings,
+        endpoint=endpoint,
+        turn_mode=_turn_mode(settings, "one-call"),
+        evidence_mode=_evidence_mode(settings, "free"),
+        judge_concurrency=HOSTED_JUDGE_CONCURRENCY,
+        frequency_penalty=settings.frequency_penalty,
+        presence_penalty=settings.presence_penalty,
+    )
+
+
+def _structured(settings: ModelSettings, default: StructuredMode) -> StructuredMode:
+    return default if settings.structured == "auto" else settings.structured
+
+
+def _turn_mode(settings: ModelSettings, default: TurnMode) -> TurnMode:
+    return default if settings.turn_mode == "auto" else settings.turn_mode
+
+
+def _evidence_mode(settings: ModelSettings, default: EvidenceMode) -> EvidenceMode:
+    return default if settings.evidence_mode == "auto" else settings.evidence_mode
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def resolve(
+    settings: ModelSettings, embedded_api_base: str | None = None, embedded_slots: int = EMBEDDED_SLOTS
+) -> Profile:
+    """The profile of one role's model. The embedded model needs its server's address."""
+    if is_embedded(settings):
+        return _embedded(settings, embedded_api_base, embedded_slots)
+    return _hosted(settings)
+
+
+class Profiles:
+    """Every model of a run, resolved once; looked up by the settings the episodes carry."""
+
+    def __init__(
+        self,
+        settings: Iterable[ModelSettings],
+        embedded_api_base: str | None = None,
+        embedded_slots: int = EMBEDDED_SLOTS,
+    ):
+        self._by_settings: dict[ModelSettings, Profile] = {}
+        self.embedded_api_base = embedded_api_base
+        self.embedded_slots = embedded_slots
+        for item in settings:
+            self.get(item)
+
+    def get(self, settings: ModelSettings) -> Profile:
+        profile = self._by_settings.get(settings)
+        if profile is None:
+            profile = resolve(settings, self.embedded_api_base, self.embedded_slots)
+            self._by_settings[settings] = profile
+        return profile
+
+    __getitem__ = get
+
+    def all(self) -> list[Profile]:
+        return list(self._by_settings.values())
+
+    @property
+    def any_embedded(self) -> bool:
+        return any(p.embedded for p in self._by_settings.values())
