@@ -6,17 +6,23 @@ and the field, so a user editing YAML sees exactly what to fix and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
+from yaml.scanner import ScannerError
 
 from sandbox.content import CONTENT_ROOT
 from sandbox.schemas import Prospect, Scenario, Strategy
 
 MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 100  # levels of nesting; shipped files use under 10
 DEFAULT_ROOT = CONTENT_ROOT / "personas"
 
 T = TypeVar("T", bound=BaseModel)
@@ -40,6 +46,125 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> str:
     return f"{path}: field '{_field_path(first['loc'])}': {first['msg']}{suffix}"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses what ``safe_load`` lets through silently.
+
+    A repeated key would let the last value win unseen (a persona changed without anyone
+    noticing), and nesting a few thousand levels deep exhausts Python's stack in the recursive
+    composer and constructor. Both are refused as ordinary YAML errors, before construction.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    # The scanner looks ahead over every '[' that might start a key, so a long run of openers
+    # costs it quadratic time before the composer sees one: stop it at the limit too.
+    def fetch_flow_collection_start(self, token_class: type) -> None:
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise ScannerError(None, None, _too_deep(), self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def add_indent(self, column: int) -> bool:
+        if self.indent < column and len(self.indents) >= MAX_YAML_DEPTH:
+            raise ScannerError(None, None, _too_deep(), self.get_mark())
+        return super().add_indent(column)
+
+    def _enter_collection(self) -> None:
+        # The composer recurses once per level: stop it while the stack is still shallow.
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise ComposerError(None, None, _too_deep(), self.peek_event().start_mark)
+
+    def compose_sequence_node(self, anchor: str | None) -> SequenceNode:
+        self._enter_collection()
+        try:
+            return super().compose_sequence_node(anchor)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: str | None) -> MappingNode:
+        self._enter_collection()
+        try:
+            return super().compose_mapping_node(anchor)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Node) -> object:
+        self._check_graph(node)
+        return super().construct_document(node)
+
+    def _check_graph(self, root: Node) -> None:
+        """Depth (aliases included, so a chain of anchors counts) and duplicate keys, walked
+        without recursion; each node once, so an alias bomb costs its size, not its expansion."""
+        if not isinstance(root, CollectionNode):
+            return
+        heights: dict[int, int] = {}
+        on_path = {id(root)}
+        self._check_keys(root)
+        stack = [(root, iter(_children(root)))]
+        while stack:
+            node, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(id(node))
+                heights[id(node)] = 1 + max((heights[id(c)] for c in _children(node)), default=0)
+            elif id(child) in heights:
+                if len(stack) + heights[id(child)] > MAX_YAML_DEPTH:
+                    deepest = _descend(child, MAX_YAML_DEPTH - len(stack), heights)
+                    raise ComposerError(None, None, _too_deep(), deepest.start_mark)
+            elif id(child) in on_path:
+                raise ComposerError(None, None, _too_deep(" (a node contains an alias to itself)"), child.start_mark)
+            elif len(stack) >= MAX_YAML_DEPTH:
+                raise ComposerError(None, None, _too_deep(), child.start_mark)
+            else:
+                on_path.add(id(child))
+                self._check_keys(child)
+                stack.append((child, iter(_children(child))))
+
+    def _check_keys(self, node: CollectionNode) -> None:
+        # Before flatten_mapping: keys merged in with '<<' may be overridden, written ones may not.
+        if not isinstance(node, MappingNode):
+            return
+        seen: dict[object, Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a collection as key is unhashable, and the constructor says so
+            key = self.construct_object(key_node)
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                problem = f"duplicate key {_short(repr(key))} (first at line {first})"
+                raise ConstructorError(None, None, problem, key_node.start_mark)
+            seen[key] = key_node
+
+
+def _too_deep(why: str = "") -> str:
+    return f"nested deeper than {MAX_YAML_DEPTH} levels{why}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _children(node: Node) -> Iterator[CollectionNode]:
+    """The collections directly inside a node (keys and values both); scalars cannot nest."""
+    if isinstance(node, SequenceNode):
+        items: list[Node] = list(node.value)
+    elif isinstance(node, MappingNode):
+        items = [part for pair in node.value for part in pair]
+    else:
+        items = []
+    return (item for item in items if isinstance(item, CollectionNode))
+
+
+def _descend(node: Node, levels: int, heights: dict[int, int]) -> Node:
+    """Follow the deepest branch down ``levels`` more levels: where the limit is crossed."""
+    for _ in range(levels):
+        node = max(_children(node), key=lambda c: heights[id(c)])
+    return node
+
+
 def read_yaml(path: Path) -> object:
     """Parse one YAML file safely; errors name the file (and line where YAML gives one)."""
     try:
@@ -53,7 +178,7 @@ def read_yaml(path: Path) -> object:
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
