@@ -9,8 +9,11 @@ from __future__ import annotations
 
 # isort: off
 from sandbox.cli import listing, negotiate, judge, run, results  # noqa: F401  (registers the commands)
+from sandbox.cli.models import models_app
 
 # isort: on
 from sandbox.cli.common import app, fail
+
+app.add_typer(models_app, name="models")
 
 __all__ = ["app", "fail"]

@@ -12,7 +12,11 @@ litellm.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# Before any submodule imports litellm, or its import fetches a price map over the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 _WHERE = {
     "ChatRequest": "call",
@@ -25,6 +29,8 @@ _WHERE = {
     "CALL_CONTEXT": "context",
     "CallContext": "context",
     "CassetteMissError": "errors",
+    "ConfigurationError": "errors",
+    "configuration_problem": "errors",
     "EmptyResponseError": "errors",
     "ModelCallError": "errors",
     "StructuredOutputError": "errors",

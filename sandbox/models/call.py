@@ -27,9 +27,11 @@ from sandbox.models.context import CALL_CONTEXT  # noqa: E402
 from sandbox.models.endpoint import Endpoint  # noqa: E402
 from sandbox.models.errors import (  # noqa: E402
     CassetteMissError,
+    ConfigurationError,
     EmptyResponseError,
     ModelCallError,
     cassette_miss_detail,
+    configuration_problem,
     describe,
 )
 from sandbox.schemas import ModelCall  # noqa: E402
@@ -98,6 +100,13 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
         raise
     except Exception as exc:
         reason = describe(exc)
+        problem = configuration_problem(exc)
+        if problem is not None:
+            where = f" at {endpoint.api_base}" if endpoint.api_base else ""
+            raise ConfigurationError(
+                f"{endpoint.model_id or endpoint.label}{where} ({purpose}): {problem} [{reason[:160]}]",
+                [failed_call(endpoint, purpose, attempts, started, reason)],
+            ) from exc
         raise ModelCallError(
             f"{endpoint.label} ({purpose}) failed after {attempts} attempt(s): {reason}",
             [failed_call(endpoint, purpose, attempts, started, reason)],

@@ -78,9 +78,51 @@ def status_code_of(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+class ConfigurationError(ModelCallError):
+    """A failure no retry can mend (no key, a rejected key, an unknown provider or model, nothing
+    listening at the api_base): the call ends at once and says what to change."""
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+_MISSING_KEY = ("missing credentials", "api_key client option must be set", "api key is missing", "no key is set")
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """What to change, when ``exc`` says the request can never succeed as configured.
+
+    litellm wraps these in many types (a missing OpenAI key arrives as an InternalServerError), so
+    the whole cause chain and the message are read, not only the outermost class.
+    """
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain).lower()
+    if any(marker in text for marker in _MISSING_KEY):
+        return "no API key: set the provider's key in the environment (e.g. OPENAI_API_KEY)"
+    if "llm provider not provided" in text:
+        return "unknown provider: write the model as provider/name (e.g. openai/gpt-4o-mini), or give an api_base"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused: nothing listens at the api_base; start the server or fix the address"
+    if any(isinstance(e, litellm.AuthenticationError | litellm.PermissionDeniedError) for e in chain) or any(
+        status_code_of(e) in (401, 403) for e in chain
+    ):
+        return "credentials rejected: check the API key in the environment"
+    if any(isinstance(e, litellm.NotFoundError) for e in chain) or any(status_code_of(e) == 404 for e in chain):
+        return "not found: the server does not serve this model (or the api_base path is wrong)"
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth another try: rate limits, server errors, timeouts, dropped connections."""
     if isinstance(exc, CassetteMissError) or is_cassette_miss(exc):
+        return False
+    if configuration_problem(exc) is not None:
         return False
     if isinstance(exc, _PERMANENT):
         return False
