@@ -5,7 +5,8 @@ system prompt) and carried in its message as a tag ``[qK]``. The prospect accept
 probability that depends on K; the (blind) judge reads the tag from the transcript and scores K-1,
 K or K+1 with probabilities 1/4, 1/2, 1/4. So the true mean score of a strategy is K, and its true
 deal rate is DEAL_P[K]. Randomness comes from a hash of the request (less the provider's port), so
-every run is reproducible.
+every run is reproducible, and episodes of different seeds draw independently: one run over many seeds,
+cut into blocks of seeds, is as good as as many separate runs.
 """
 
 from __future__ import annotations
