@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -204,15 +202,61 @@ def test_torn_last_line_is_trimmed_on_resume(tmp_path):
     assert (folder / "episodes.jsonl").read_text() == ""
 
 
-RUN_COMMAND = [sys.executable, "-c", "from sandbox.cli import app; app()", "run"]
-RUN_ENV = {**os.environ, "OPENAI_API_KEY": "sk-test-runner-not-a-real-key"}
+RUN_KEY = "sk-test-runner-not-a-real-key"
+# `sandbox` in a process of its own, forked from a server process that imported sandbox and litellm
+# once: a fresh interpreter spends about 5 s of CPU importing litellm, for each of the ten processes
+# these tests start. A forked one is as separate: its own files, locks and exit, and SIGKILL lands
+# on it alone.
+FORKSERVER = multiprocessing.get_context("forkserver")
+# What a run imports, up front; litellm's proxy types are what its first call imports lazily.
+PRELOAD = ["tests.test_experiment", "sandbox.runner", "sandbox.report", "sandbox.models.call", "litellm"]
+PRELOAD += ["litellm.proxy._types", "matplotlib.pyplot"]
+FORKSERVER.set_forkserver_preload(PRELOAD)
+
+
+def _sandbox_main(args: list[str], stdout: str, stderr: str) -> None:
+    """The child: ``sandbox <args>`` from the repository root, its output into two files."""
+    os.chdir(ROOT)
+    os.environ["OPENAI_API_KEY"] = RUN_KEY
+    for fd, path in ((1, stdout), (2, stderr)):
+        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(opened, fd)
+        os.close(opened)
+    app(args, prog_name="sandbox")  # exits with the command's status
+
+
+class SandboxProcess:
+    """One ``sandbox`` process; ``stderr`` is what it wrote there."""
+
+    count = 0
+
+    def __init__(self, args: list[str], folder: Path):
+        SandboxProcess.count += 1
+        self._out = folder / f"sandbox-{SandboxProcess.count}.stdout"
+        self._err = folder / f"sandbox-{SandboxProcess.count}.stderr"
+        self.process = FORKSERVER.Process(target=_sandbox_main, args=(args, str(self._out), str(self._err)))
+        self.process.start()
+
+    def wait(self, timeout: float) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.kill()
+            raise AssertionError(f"sandbox did not exit within {timeout:.0f} s")
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        self.process.kill()  # SIGKILL
+        self.process.join(10)
+
+    @property
+    def stderr(self) -> str:
+        return self._err.read_text()
 
 
 def run_then_sigkill(spec: Path, runs: Path, kill_after: int) -> Path:
     """Start ``sandbox run`` in its own process and SIGKILL it once ``kill_after`` episodes are on disk,
     plus a random few milliseconds so the kill can land mid-episode or mid-write."""
-    command = [*RUN_COMMAND, str(spec), "--runs-dir", str(runs), "--no-cache"]
-    process = subprocess.Popen(command, cwd=ROOT, env=RUN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = SandboxProcess(["run", str(spec), "--runs-dir", str(runs), "--no-cache"], spec.parent)
     deadline = time.monotonic() + 60
     folder = None
     while time.monotonic() < deadline:
@@ -222,8 +266,7 @@ def run_then_sigkill(spec: Path, runs: Path, kill_after: int) -> Path:
             time.sleep(random.Random(kill_after).uniform(0, 0.08))
             break
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait(10)
+    process.kill()
     assert folder is not None, f"the run never wrote {kill_after} episodes"
     return folder
 
@@ -247,12 +290,8 @@ def test_two_processes_resuming_one_killed_run_at_once(tmp_path):
     with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
         path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
         folder = run_then_sigkill(path, tmp_path / "runs", 4)
-        command = [*RUN_COMMAND, str(path), "--resume", str(folder), "--no-cache"]
-        both = [
-            subprocess.Popen(command, cwd=ROOT, env=RUN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
-        ]
-        outcomes = sorted((p.wait(120), p.stderr.read()) for p in both)
+        both = [SandboxProcess(["run", str(path), "--resume", str(folder), "--no-cache"], tmp_path) for _ in range(2)]
+        outcomes = sorted((p.wait(120), p.stderr) for p in both)
     (ok_code, _), (refused_code, refused_err) = outcomes
     assert (ok_code, refused_code) == (0, 2)
     error_lines = [line for line in refused_err.splitlines() if "error:" in line]
@@ -295,23 +334,19 @@ def test_spec_rate_limits_become_limiters():
 
 def test_two_processes_on_one_run_folder_one_refuses(tmp_path):
     runs = tmp_path / "runs"
-    with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.2)]) as provider:
+    # 16 episodes of 5 calls in a row at 0.05 s each: the first process runs about 4 s after its
+    # results file appears, and the second is refused within a fraction of a second of starting.
+    with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
         path = spec_file(tmp_path, provider.api_base, concurrency=1, seeds=4)
-        command = [*RUN_COMMAND, str(path)]
-        first = subprocess.Popen(
-            [*command, "--runs-dir", str(runs), "--no-cache"], cwd=ROOT, env=RUN_ENV,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        first = SandboxProcess(["run", str(path), "--runs-dir", str(runs), "--no-cache"], tmp_path)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list(runs.glob("*/episodes.jsonl")):
             time.sleep(0.02)
         (folder,) = [p.parent for p in runs.glob("*/episodes.jsonl")]
-        second = subprocess.run(
-            [*command, "--resume", str(folder), "--no-cache"], cwd=ROOT, env=RUN_ENV, capture_output=True, text=True,
-            timeout=60,
-        )  # fmt: skip
+        second = SandboxProcess(["run", str(path), "--resume", str(folder), "--no-cache"], tmp_path)
+        second_code = second.wait(60)
         assert first.wait(120) == 0
-    assert second.returncode == 2
+    assert second_code == 2
     error_lines = [line for line in second.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and str(folder) in error_lines[0]  # one line, the folder named whole
     assert "being written by another sandbox process" in error_lines[0]
@@ -319,7 +354,7 @@ def test_two_processes_on_one_run_folder_one_refuses(tmp_path):
     assert len(ids) == 16 == len(set(ids))
     lines = (folder / "episodes.jsonl").read_text().splitlines()
     assert all(json.loads(line)["episode_id"] for line in lines)  # every line whole
-    print(f"\ntwo processes on one run folder: the second exited {second.returncode}: {error_lines[0]}")
+    print(f"\ntwo processes on one run folder: the second exited {second_code}: {error_lines[0]}")
     print(f"the results file: {len(lines)} lines, every one whole, {len(set(ids))} distinct episodes")
 
 
