@@ -40,19 +40,25 @@ async def play_episode(
             wall_time_s=round(time.perf_counter() - started, 3),
         )
     failed = transcript.outcome.status is OutcomeStatus.FAILED
+    error = transcript.outcome.reason if failed else None
     judgements = []
-    if not failed and rubric is not None and judge_profiles and transcript.turns:
-        panel = await judge_panel(case_from_transcript(transcript), rubric, judge_profiles, seed=episode.seed)
-        judgements = panel.judgements
+    metrics = None
+    try:
+        metrics = outcome_metrics(transcript)
+        if not failed and rubric is not None and judge_profiles and transcript.turns:
+            panel = await judge_panel(case_from_transcript(transcript), rubric, judge_profiles, seed=episode.seed)
+            judgements = panel.judgements
+    except Exception as exc:  # a bug in measuring or judging: the dialogue is kept, the episode failed
+        failed, error = True, f"after the negotiation: {type(exc).__name__}: {exc}"
     calls = transcript.calls + [c for j in judgements for c in j.calls]
     return EpisodeResult(
         run_id=run_id,
         episode_id=episode.episode_id,
         spec=episode,
         status="failed" if failed else "ok",
-        error=transcript.outcome.reason if failed else None,
+        error=error,
         transcript=transcript,
-        metrics=outcome_metrics(transcript),
+        metrics=metrics,
         judgements=judgements,
         cost_usd=sum(c.cost_usd or 0.0 for c in calls),
         tokens=sum(c.tokens_in + c.tokens_out for c in calls if not c.cached),

@@ -41,7 +41,8 @@ class SpecMismatchError(ValueError):
 
 @dataclass
 class RunOptions:
-    retry_failed: bool = False
+    """What a run adds around executing its plan: a budget, the response cache, progress callbacks."""
+
     max_cost_usd: float | None = None
     cache: object | None = None  # sandbox.cache.ResponseCache
     on_start: OnStart | None = None
@@ -384,7 +385,14 @@ def run(
     from sandbox.runtime import model_runtime
     from sandbox.table import export
 
+    if resume is not None:
+        try:
+            RunFolder(resume).require()  # before the store creates anything in a mistyped folder
+        except NotARunFolderError as exc:
+            raise SpecMismatchError(str(exc)) from None
     folder = resume or folder or runs_dir / new_run_id(spec.id)
+    if resume is None and RunFolder(folder).is_run():
+        raise SpecMismatchError(f"{folder}: already holds a run; continue it with --resume, or start a new one")
     cache = None
     if cache_dir is not None and cassette is None:
         from sandbox.cache import ResponseCache
@@ -396,14 +404,19 @@ def run(
             plan = plan_run(spec, folder, retry_failed)
             if resume is None:
                 store.write_manifest(manifest_for(spec, run_id, spec_path, len(plan.planned)))
-            models = spec.all_models() if plan.todo else []  # nothing left to run: load no model
+            # The settings the episodes carry (a spec's temperature makes copies), resolved once up front.
+            models = list(
+                dict.fromkeys(
+                    [m for e in plan.todo for m in (e.rep_model, e.prospect_model)]
+                    + (list(spec.models.judge) if plan.todo else [])
+                )
+            )  # nothing left to run: load no model
             if on_plan is not None:
                 from sandbox.profiles import needs_embedded_server
 
-                embedded = needs_embedded_server(spec.all_models())
+                embedded = needs_embedded_server(models)
                 on_plan(RunStart(run_id, folder, plan, spec.concurrency, embedded))
             options = RunOptions(
-                retry_failed=retry_failed,
                 max_cost_usd=max_cost_usd,
                 cache=cache,
                 on_start=on_start,

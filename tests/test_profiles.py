@@ -97,3 +97,79 @@ def test_a_self_hosted_server_under_an_unknown_name_gets_structured_output(
     else:
         assert (summary.ok, summary.failed) == (0, 4)
         assert summary.failures_by_reason == {"returned invalid": 4}
+
+
+def test_episode_ids_and_spec_fingerprints_stay_what_they_were(catalog):
+    """Ids and fingerprints are hashes of the settings' dumps: a field added at its default (``structured``)
+    must not change them, or old run folders could no longer resume."""
+    from sandbox.content import CONTENT_ROOT
+    from sandbox.experiment import load_experiment
+    from sandbox.schemas import EpisodeSpec
+
+    assert EpisodeSpec(strategy="a", prospect="b", scenario="c").episode_id == "543f5eb99c12216c"
+    assert load_experiment(CONTENT_ROOT / "experiments" / "quickstart.yaml", catalog).fingerprint == "377c711f5fd8"
+    chosen = ModelSettings(model=UNKNOWN, structured="none")
+    assert ModelSettings.model_validate(chosen.model_dump()) == chosen  # a non-default value is kept
+
+
+async def test_a_server_that_answered_and_then_refuses_is_retried(fast_retries, monkeypatch):
+    """A refused connection is a configuration error only where nothing ever answered: a server
+    that has answered and now refuses is restarting, so the call is retried."""
+    from sandbox.models import ConfigurationError, ModelCallError, complete
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    hello = [{"role": "user", "content": "hi"}]
+    with FakeProvider([Reply(content="hello")]) as provider:
+        endpoint = resolve(ModelSettings(model=UNKNOWN, api_base=provider.api_base)).endpoint
+        await complete(endpoint, hello, purpose="t")
+    with pytest.raises(ModelCallError) as restarting:
+        await complete(endpoint, hello, purpose="t")
+    assert not isinstance(restarting.value, ConfigurationError) and restarting.value.calls[0].attempts == 4
+    assert provider.api_base in restarting.value.reason
+    from sandbox.local_server import free_port
+
+    never = resolve(ModelSettings(model=UNKNOWN, api_base=f"http://127.0.0.1:{free_port()}/v1")).endpoint
+    with pytest.raises(ConfigurationError) as refused:
+        await complete(never, hello, purpose="t")
+    assert refused.value.calls[0].attempts == 1 and "connection refused" in refused.value.reason
+
+
+def test_resume_of_a_missing_folder_creates_nothing(tmp_path, catalog):
+    from sandbox.runner import SpecMismatchError
+
+    spec = ExperimentSpec(id="x", strategies=["eager-to-please"], prospects=["skeptic"], scenarios=["saas-seats"])
+    missing = tmp_path / "runs" / "typo"
+    with pytest.raises(SpecMismatchError, match="no such folder"):
+        run(spec, catalog, resume=missing)
+    assert not missing.exists()
+
+
+async def test_a_bug_while_judging_is_a_recorded_failure_with_the_dialogue_kept(catalog, monkeypatch):
+    from sandbox import episode
+    from sandbox.judge import load_rubric
+    from sandbox.schemas import EpisodeSpec
+
+    async def broken_panel(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("judge exploded")
+
+    monkeypatch.setattr(episode, "judge_panel", broken_panel)
+    with FakeProvider([Reply(content=json.dumps(accept_and_verdict()))]) as provider:
+        model = ModelSettings(model=UNKNOWN, api_base=provider.api_base)
+        spec = EpisodeSpec(
+            strategy="eager-to-please", prospect="price-haggler", scenario="saas-seats", rep_model=model,
+            prospect_model=model, max_turns=2,
+        )  # fmt: skip
+        profiles = Profiles([model])
+        result = await episode.play_episode("r", spec, catalog, profiles, load_rubric(), [model])
+    assert result.status == "failed" and "judge exploded" in (result.error or "")
+    assert result.transcript is not None and result.transcript.turns
+
+
+@pytest.mark.parametrize("command", [["negotiate"], ["judge", "t.json"], ["models", "check", "local"]])
+def test_a_bad_structured_value_is_refused_before_anything_runs(command):
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--structured", "bogus"])
+    assert result.exit_code == 2 and "bogus" in result.output and "Traceback" not in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -91,14 +92,29 @@ CassetteOpt = Annotated[Path | None, typer.Option("--cassette", help="Replay mod
 RecordOpt = Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")]
 ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="OpenAI-compatible server URL.")]
 RubricOpt = Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML for the judges.")]
+
+
+class Structured(StrEnum):
+    auto = "auto"
+    json_schema = "json_schema"
+    json_object = "json_object"
+    none = "none"
+
+
+class TurnMode(StrEnum):
+    auto = "auto"
+    two_call = "two-call"
+    one_call = "one-call"
+
+
 StructuredOpt = Annotated[
-    str,
+    Structured,
     typer.Option(
         "--structured",
         help="Structured output: auto, json_schema (a schema in response_format), json_object or none (prompt only).",
     ),
 ]
-TurnModeOpt = Annotated[str, typer.Option("--turn-mode", help="auto, two-call (small models) or one-call.")]
+TurnModeOpt = Annotated[TurnMode, typer.Option("--turn-mode", help="auto, two-call (small models) or one-call.")]
 RunFolderArg = Annotated[Path, typer.Argument(help="A run folder under runs/.")]
 
 
@@ -106,6 +122,16 @@ def fail(message: str, code: int = 2) -> None:
     """One line, whatever the terminal's width: scripts and CI logs grep for it."""
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def open_run(run: Path) -> None:
+    """A run folder whose manifest reads, or a one-line error naming the folder and what is wrong."""
+    from sandbox.runfolder import NotARunFolderError, RunFolder
+
+    try:
+        RunFolder(run).manifest()
+    except NotARunFolderError as exc:
+        fail(str(exc))
 
 
 def project_path(relative: str, fallback: Path) -> Path:
@@ -142,7 +168,8 @@ def model_settings(model: str, api_base: str | None, **values: object) -> ModelS
     """A role's settings from flags. ``--api-base`` is for the user's own server, never the embedded model."""
     from sandbox.profiles import is_embedded
 
-    settings = ModelSettings(model=model, **values)  # type: ignore[arg-type]
+    plain = {k: v.value if isinstance(v, StrEnum) else v for k, v in values.items()}
+    settings = ModelSettings(model=model, **plain)  # type: ignore[arg-type]
     return settings if is_embedded(settings) or api_base is None else settings.model_copy(update={"api_base": api_base})
 
 

@@ -16,6 +16,7 @@ from sandbox.cli.common import (
     PersonasOpt,
     RecordOpt,
     RubricOpt,
+    Structured,
     StructuredOpt,
     app,
     console,
@@ -41,7 +42,7 @@ def judge_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write the judgement / calibration JSON here.")] = None,
     cassette: CassetteOpt = None,
     record: RecordOpt = False,
-    structured: StructuredOpt = "auto",
+    structured: StructuredOpt = Structured.auto,
     personas: PersonasOpt = None,
 ) -> None:
     """Score a transcript against the rubric, or calibrate judge models (`sandbox judge calibrate`)."""
@@ -49,7 +50,12 @@ def judge_command(
 
     from sandbox.schemas import Transcript
 
-    judges = [model_settings(m, api_base, structured=structured) for m in (model or ["local"])]
+    try:
+        judges = [model_settings(m, api_base, structured=structured) for m in (model or ["local"])]
+    except ValidationError as exc:
+        from sandbox.catalog import describe_validation_error
+
+        fail(describe_validation_error("command line", exc))
     loaded_rubric = open_rubric(rubric)
     if target == "calibrate":
         _calibrate(judges, loaded_rubric, calibration, verbosity_cases, out, cassette, record, personas)

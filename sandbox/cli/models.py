@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from sandbox.cli.common import ApiBaseOpt, App, Group, StructuredOpt, console, fail, model_settings, models_ready
+from sandbox.cli.common import (
+    ApiBaseOpt,
+    App,
+    Group,
+    Structured,
+    StructuredOpt,
+    console,
+    fail,
+    model_settings,
+    models_ready,
+)
 
 models_app = App(cls=Group, no_args_is_help=True, help="Check model endpoints before a run.")
 
@@ -21,7 +31,7 @@ def _mark(ok: bool | None) -> str:
 def check_command(
     model: Annotated[str, typer.Argument(help="'local' (the embedded model) or a litellm id, e.g. openai/my-model.")],
     api_base: ApiBaseOpt = None,
-    structured: StructuredOpt = "auto",
+    structured: StructuredOpt = Structured.auto,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the answer.")] = 30.0,
 ) -> None:
     """Send one tiny constrained request: reachable, structured output honoured, tokens/s, cost known."""

@@ -17,7 +17,9 @@ from sandbox.cli.common import (
     PersonasOpt,
     RecordOpt,
     RubricOpt,
+    Structured,
     StructuredOpt,
+    TurnMode,
     TurnModeOpt,
     app,
     console,
@@ -74,8 +76,8 @@ def negotiate(
     max_turns: Annotated[int, typer.Option("--max-turns", min=2, max=200)] = 12,
     opener: Annotated[str, typer.Option("--opener", help="Who speaks first: rep or prospect.")] = "rep",
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.7,
-    turn_mode: TurnModeOpt = "auto",
-    structured: StructuredOpt = "auto",
+    turn_mode: TurnModeOpt = TurnMode.auto,
+    structured: StructuredOpt = Structured.auto,
     out: Annotated[Path | None, typer.Option("--out", help="Write the transcript JSON here.")] = None,
     handout: Annotated[
         Path | None, typer.Option("--handout", help="Write the dialogue as a Markdown handout for trainers.")

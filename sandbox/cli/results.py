@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sandbox.cli.common import RunFolderArg, app, console, fail
+from sandbox.cli.common import RunFolderArg, app, console, fail, open_run
 
 
 @app.command("export")
@@ -22,8 +22,7 @@ def export_command(
 
     if fmt not in {"parquet", "csv"}:
         fail(f"--format must be parquet or csv, not '{fmt}'")
-    if not (run / "episodes.jsonl").exists():
-        fail(f"{run}: no episodes.jsonl; not a run folder")
+    open_run(run)
     target = export(run, fmt, out)  # type: ignore[arg-type]
     console.print(f"written {target}")
 
@@ -39,8 +38,7 @@ def report_command(
     from sandbox.report import screenshot as take_screenshot
     from sandbox.report import write_report
 
-    if not (run / "manifest.json").exists():
-        fail(f"{run}: no manifest.json; not a run folder")
+    open_run(run)
     md, html = write_report(run)
     console.print(f"written {md} and {html}")
     if screenshot:
@@ -63,8 +61,7 @@ def examples_command(
     """Write example dialogues for trainers: each strategy's best and worst episodes, as Markdown."""
     from sandbox.examples import ExamplesError, write_examples
 
-    if not (run / "manifest.json").exists():
-        fail(f"{run}: no manifest.json; not a run folder")
+    open_run(run)
     try:
         folder, picks = write_examples(run, by=by, per_strategy=per_strategy, out=out)
     except ExamplesError as exc:
@@ -89,8 +86,7 @@ def view_command(
 
     from sandbox.report import write_report
 
-    if not (run / "manifest.json").exists():
-        fail(f"{run}: no manifest.json; not a run folder")
+    open_run(run)
     if not (run / "report.html").exists():
         write_report(run)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(run))

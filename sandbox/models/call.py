@@ -21,6 +21,7 @@ from typing import Any  # noqa: E402
 
 import litellm  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
+from tenacity import retry_if_exception  # noqa: E402
 
 from sandbox.models import retry  # noqa: E402
 from sandbox.models.context import CALL_CONTEXT  # noqa: E402
@@ -33,6 +34,7 @@ from sandbox.models.errors import (  # noqa: E402
     cassette_miss_detail,
     configuration_problem,
     describe,
+    is_transient,
 )
 from sandbox.schemas import ModelCall  # noqa: E402
 
@@ -81,6 +83,13 @@ async def send_litellm(request: ChatRequest, attempt: int) -> Any:
     return response
 
 
+_ANSWERED: set[str] = set()  # api_bases that answered at least once in this process
+
+
+def _answered(endpoint: Endpoint) -> bool:
+    return endpoint.api_base is not None and endpoint.api_base in _ANSWERED
+
+
 async def with_retries(request: ChatRequest, send: Send) -> Completion:
     """Send with bounded retries of transient failures; a final failure keeps its call as evidence."""
     endpoint, purpose = request.endpoint, request.purpose
@@ -88,6 +97,7 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
     started = time.perf_counter()
     try:
         policy = retry.RETRY_POLICY_FACTORY()
+        policy.retry = retry_if_exception(functools.partial(_transient_at, endpoint))
         policy.before_sleep = functools.partial(retry.log_retry, endpoint.label, purpose)
         async for attempt in policy:
             with attempt:
@@ -100,18 +110,20 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
         raise
     except Exception as exc:
         reason = describe(exc)
-        problem = configuration_problem(exc)
+        problem = configuration_problem(exc, _answered(endpoint))
+        where = f" at {endpoint.api_base}" if endpoint.api_base else ""
         if problem is not None:
-            where = f" at {endpoint.api_base}" if endpoint.api_base else ""
             raise ConfigurationError(
                 f"{endpoint.model_id or endpoint.label}{where} ({purpose}): {problem} [{reason[:160]}]",
                 [failed_call(endpoint, purpose, attempts, started, reason)],
             ) from exc
         raise ModelCallError(
-            f"{endpoint.label} ({purpose}) failed after {attempts} attempt(s): {reason}",
+            f"{endpoint.label}{where} ({purpose}) failed after {attempts} attempt(s): {reason}",
             [failed_call(endpoint, purpose, attempts, started, reason)],
         ) from exc
 
+    if endpoint.api_base:
+        _ANSWERED.add(endpoint.api_base)
     tokens_in, tokens_out = _usage(response)
     message = getattr(response.choices[0], "message", None)
     text = (getattr(message, "content", None) or "") if message is not None else ""
@@ -168,6 +180,10 @@ async def complete(
     if context is None:
         return await with_retries(request, send_litellm)
     return await context.complete(request, with_retries, send_litellm)
+
+
+def _transient_at(endpoint: Endpoint, exc: BaseException) -> bool:
+    return is_transient(exc, _answered(endpoint))
 
 
 def failed_call(endpoint: Endpoint, purpose: str, attempts: int, started: float, reason: str) -> ModelCall:

@@ -84,22 +84,25 @@ class ConfigurationError(ModelCallError):
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
+    """The explicit causes, and an implicit context only where Python would show it too."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and all(current is not s for s in seen):
         seen.append(current)
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return seen
 
 
 _MISSING_KEY = ("missing credentials", "api_key client option must be set", "api key is missing", "no key is set")
 
 
-def configuration_problem(exc: BaseException) -> str | None:
+def configuration_problem(exc: BaseException, answered_before: bool = False) -> str | None:
     """What to change, when ``exc`` says the request can never succeed as configured.
 
     litellm wraps these in many types (a missing OpenAI key arrives as an InternalServerError), so
-    the whole cause chain and the message are read, not only the outermost class.
+    the whole cause chain and the message are read, not only the outermost class. A refused
+    connection is a configuration error only at an endpoint that never answered: a server that has
+    answered and then refuses is restarting, and worth the retries.
     """
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain).lower()
@@ -107,7 +110,7 @@ def configuration_problem(exc: BaseException) -> str | None:
         return "no API key: set the provider's key in the environment (e.g. OPENAI_API_KEY)"
     if "llm provider not provided" in text:
         return "unknown provider: write the model as provider/name (e.g. openai/gpt-4o-mini), or give an api_base"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+    if not answered_before and any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "connection refused: nothing listens at the api_base; start the server or fix the address"
     if any(isinstance(e, litellm.AuthenticationError | litellm.PermissionDeniedError) for e in chain) or any(
         status_code_of(e) in (401, 403) for e in chain
@@ -118,11 +121,11 @@ def configuration_problem(exc: BaseException) -> str | None:
     return None
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException, answered_before: bool = False) -> bool:
     """Worth another try: rate limits, server errors, timeouts, dropped connections."""
     if isinstance(exc, CassetteMissError) or is_cassette_miss(exc):
         return False
-    if configuration_problem(exc) is not None:
+    if configuration_problem(exc, answered_before) is not None:
         return False
     if isinstance(exc, _PERMANENT):
         return False
