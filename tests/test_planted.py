@@ -122,7 +122,6 @@ def coverage(runs: list[pd.DataFrame]) -> tuple[float, int, int]:
     return covered / checked, checked, best_first
 
 
-@pytest.mark.xdist_group("planted-simulation")
 def test_interval_coverage_over_repeated_simulated_runs(simulated_runs):
     """Every 95% interval the report shows, checked against the planted truth over repeated runs."""
     rate, checked, best_first = coverage(simulated_runs)
@@ -141,7 +140,6 @@ def at_confidence(confidence: float, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stats, "wilson", lambda successes, n, confidence_=confidence: wilson(successes, n, confidence_))
 
 
-@pytest.mark.xdist_group("planted-simulation")
 @pytest.mark.parametrize("confidence", [0.80, 0.999])
 def test_the_coverage_check_rejects_intervals_of_the_wrong_width(simulated_runs, monkeypatch, confidence):
     """The same simulated runs with intervals too narrow (80%) or too wide (99.9%): the band catches both."""
