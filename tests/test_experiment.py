@@ -253,10 +253,12 @@ class SandboxProcess:
         return self._err.read_text()
 
 
-def run_then_sigkill(spec: Path, runs: Path, kill_after: int) -> Path:
-    """Start ``sandbox run`` in its own process and SIGKILL it once ``kill_after`` episodes are on disk,
-    plus a random few milliseconds so the kill can land mid-episode or mid-write."""
-    process = SandboxProcess(["run", str(spec), "--runs-dir", str(runs), "--no-cache"], spec.parent)
+def run_then_sigkill(spec: Path, runs: Path, kill_after: int, resume: Path | None = None) -> Path:
+    """Start ``sandbox run`` (or ``--resume`` of ``resume``) in its own process and SIGKILL it once
+    ``kill_after`` episodes are on disk, plus a random few milliseconds so the kill can land mid-episode
+    or mid-write."""
+    where = ["--resume", str(resume)] if resume else ["--runs-dir", str(runs)]
+    process = SandboxProcess(["run", str(spec), *where, "--no-cache"], spec.parent)
     deadline = time.monotonic() + 60
     folder = None
     while time.monotonic() < deadline:
@@ -271,19 +273,25 @@ def run_then_sigkill(spec: Path, runs: Path, kill_after: int) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("kill_after", [1, 3, 6, 9, 12])
-def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path, kill_after):
+def test_sigkill_then_resume_gives_every_episode_exactly_once(tmp_path):
+    """SIGKILL once 1, 3, 6, 9 and 12 of 16 episodes are on disk: the run, then each resume of the
+    killed run in turn; after every kill no episode is there twice, and a last ``--resume`` completes
+    the run with every episode exactly once."""
     with FakeProvider([Reply(content=json.dumps(DEAL), delay_s=0.05)]) as provider:
         path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
-        folder = run_then_sigkill(path, tmp_path / "runs", kill_after)
-        before = len(list(read_results(folder)))
-        assert kill_after <= before < 16
+        folder = None
+        for kill_after in (1, 3, 6, 9, 12):
+            folder = run_then_sigkill(path, tmp_path / "runs", kill_after, resume=folder)
+            counts = Counter(r.episode_id for r in read_results(folder))
+            before = sum(counts.values())
+            assert kill_after <= before < 16 and max(counts.values()) == 1
+            print(f"\nSIGKILL after {before} episodes on disk (kill point {kill_after}), none twice")
         resumed = run_cli(str(path), "--resume", str(folder), "--no-cache")
     assert resumed.exit_code == 0, resumed.output
     ids = [r.episode_id for r in read_results(folder)]
     counts = Counter(ids)
     assert len(counts) == 16 and max(counts.values()) == 1
-    print(f"\nSIGKILL after {before} episodes; after resume {len(ids)} lines, {len(counts)} distinct ids")
+    print(f"SIGKILL five times, then --resume: {len(ids)} lines, {len(counts)} distinct ids")
 
 
 def test_two_processes_resuming_one_killed_run_at_once(tmp_path):

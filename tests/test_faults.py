@@ -18,7 +18,7 @@ EXPECTED = {"price-haggler": "deal", "skeptic": "walk_away"}  # what deal_or_wal
 MAX_ATTEMPTS = 4
 # The mixed run's judge scores one criterion about each side and one about both (the three ways a
 # criterion's evidence is checked) instead of all ten: every judge path meets every fault, at a third
-# of the calls.
+# of the calls. (A rubric file needs 8 to 12 criteria; this cut is made in memory, for the test only.)
 JUDGED_CRITERIA = ["discovery", "prospect-commitment", "relationship-health"]
 
 

@@ -81,6 +81,7 @@ def test_pipeline_recovers_planted_effects(catalog, tmp_path):
 # separate runs it replaces. They come from one pipeline run over RUNS x SEEDS seeds, cut into blocks of
 # SEEDS seeds (draws hash the seed, so blocks are independent), judged on the rubric's first two
 # criteria: the judge's calls are most of the work, and two criteria still make score_mean an average.
+# (A rubric file needs 8 to 12 criteria; this cut is made in memory, for the simulation only.)
 RUNS, SEEDS, CRITERIA = 25, 12, 2
 
 
