@@ -24,11 +24,12 @@ def catalog() -> Catalog:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same retry policy, millisecond back-off, so fault tests stay quick."""
+    """Same retry policy, millisecond back-off (jitter too: tenacity adds up to 1 s by default), so fault
+    tests stay quick."""
     monkeypatch.setattr(
         retry,
         "RETRY_POLICY_FACTORY",
-        lambda: retry.retry_policy(max_attempts=4, max_seconds=10, initial_wait=0.01, retry_after_cap=0.2),
+        lambda: retry.retry_policy(max_attempts=4, max_seconds=10, initial_wait=0.01, retry_after_cap=0.2, jitter=0.01),
     )
 
 

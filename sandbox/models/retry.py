@@ -79,11 +79,14 @@ def retry_policy(
     max_seconds: float = MAX_RETRY_SECONDS,
     initial_wait: float = 1.0,
     retry_after_cap: float | None = None,
+    jitter: float = 1.0,
 ) -> AsyncRetrying:
+    """``jitter``: up to that many seconds added to each back-off at random (tenacity's own default)."""
+    backoff = wait_exponential_jitter(multiplier=initial_wait, max=20.0, jitter=jitter)
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
-        wait=wait_retry_after(wait_exponential_jitter(multiplier=initial_wait, max=20.0), cap=retry_after_cap),
+        wait=wait_retry_after(backoff, cap=retry_after_cap),
         reraise=True,
     )
 
