@@ -16,6 +16,19 @@ from sandbox.models import retry  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
 
+# The longest test files, longest first (python bench/suite_time.py): run first, so that pytest-xdist,
+# handing out whole files in this order (--dist loadfile --no-loadscope-reorder), does not start one
+# of them last while the other worker sits idle. Order only; no test depends on it.
+LONGEST_FIRST = ["test_experiment.py", "test_planted.py", "test_faults.py", "test_bad_input.py", "test_report.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file, and among the rest, is kept
+
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
