@@ -45,7 +45,8 @@ FIGURES = [
 
 def main() -> int:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", *TESTS]
+    # -n 0: in one process, since prints from xdist workers (the default) never reach the output
+    command = [sys.executable, "-m", "pytest", "-s", "-q", "-n", "0", "-p", "no:cacheprovider", *TESTS]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     lines = [line.strip() for line in completed.stdout.splitlines()]
     print(f"fault suite summary ({time.perf_counter() - started:.0f} s): {' '.join(command[3:])}")

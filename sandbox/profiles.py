@@ -63,10 +63,6 @@ class Profile:
         return self.settings.model
 
     @property
-    def label(self) -> str:
-        return self.endpoint.label
-
-    @property
     def temperature(self) -> float:
         return self.settings.temperature
 
@@ -220,7 +216,3 @@ class Profiles:
 
     def all(self) -> list[Profile]:
         return list(self._by_settings.values())
-
-    @property
-    def any_embedded(self) -> bool:
-        return any(p.embedded for p in self._by_settings.values())

@@ -25,9 +25,6 @@ from filelock import FileLock, Timeout
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import RunFolder
 
-EPISODES = RunFolder.EPISODES
-MANIFEST = RunFolder.MANIFEST
-LOCK = RunFolder.LOCK
 PACKAGES = ["negotiation-sandbox", "litellm", "openai", "pydantic", "xllamacpp", "vcrpy", "tenacity"]
 
 
@@ -117,9 +114,6 @@ class RunStore:
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         tmp.replace(self.manifest_path)
-
-    def read_manifest(self) -> dict[str, object]:
-        return self.run.manifest()
 
     def _trim_torn_line(self) -> None:
         path = self.episodes_path

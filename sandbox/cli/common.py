@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from rich.console import Console
@@ -94,17 +94,14 @@ ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="OpenAI-compa
 RubricOpt = Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML for the judges.")]
 
 
-class Structured(StrEnum):
-    auto = "auto"
-    json_schema = "json_schema"
-    json_object = "json_object"
-    none = "none"
+def _choices(name: str, field: str) -> type[StrEnum]:
+    """A flag's choices, read from the schema's own Literal so the CLI and a spec cannot drift apart."""
+    values = get_args(ModelSettings.model_fields[field].annotation)
+    return StrEnum(name, {value.replace("-", "_"): value for value in values})  # type: ignore[return-value]
 
 
-class TurnMode(StrEnum):
-    auto = "auto"
-    two_call = "two-call"
-    one_call = "one-call"
+Structured = _choices("Structured", "structured")
+TurnMode = _choices("TurnMode", "turn_mode")
 
 
 StructuredOpt = Annotated[
