@@ -185,6 +185,7 @@ def main() -> None:
     which = args.only.split(",")
     env = dict(os.environ)
     env.pop("SANDBOX_RECORD", None)
+    env["PYTHONPATH"] = str(ROOT)  # this tree's sandbox, whichever folder a command runs in
     env.setdefault("OPENAI_API_KEY", "sk-test-startup-not-a-real-key")
     print(f"start-up, {os.cpu_count()} cores, Python {sys.version.split()[0]}, median of {args.runs} runs each")
     with tempfile.TemporaryDirectory() as tmp:
