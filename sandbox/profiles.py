@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sandbox.local_server import LOCAL_MODEL_NAME
-from sandbox.models.endpoint import Endpoint, StructuredMode
+from sandbox.models.endpoint import Endpoint, StructuredMode, Transport
 from sandbox.schemas import ModelSettings
 
 EMBEDDED_ID = "local"  # what a spec or the CLI writes for the embedded model
@@ -111,6 +111,8 @@ def _embedded(settings: ModelSettings, api_base: str | None, slots: int) -> Prof
         structured=_structured(settings, "json_schema"),
         strict_schema=True,
         model_id=settings.model,
+        transport=_transport(settings, "openai"),  # llama.cpp speaks the OpenAI wire format
+        priced=False,
     )
     return Profile(
         settings=settings,
@@ -144,15 +146,18 @@ def _hosted(settings: ModelSettings) -> Profile:
         # vLLM, llama.cpp, SGLang and LM Studio turn a JSON schema into constrained decoding.
         default: StructuredMode = "json_schema"
     else:
-        from sandbox.models.call import litellm_supports_schema  # a hosted provider: litellm knows it
+        from sandbox.models.prices import litellm_supports_schema  # a hosted provider: litellm's table knows it
 
         default = "json_schema" if litellm_supports_schema(model) else "none"
+    # OpenAI itself, or a server of the user's own that speaks its wire format: the openai SDK directly.
+    openai_wire = provider_of(model) in OPENAI_COMPATIBLE and (settings.api_base or provider_of(model) == "openai")
     endpoint = Endpoint(
         model=model,
         api_base=settings.api_base,
         api_key=api_key,
         structured=_structured(settings, default),
         model_id=settings.model,
+        transport=_transport(settings, "openai" if openai_wire else "litellm"),
     )
     return Profile(
         settings=settings,
@@ -167,6 +172,10 @@ def _hosted(settings: ModelSettings) -> Profile:
 
 def _structured(settings: ModelSettings, default: StructuredMode) -> StructuredMode:
     return default if settings.structured == "auto" else settings.structured
+
+
+def _transport(settings: ModelSettings, default: Transport) -> Transport:
+    return default if settings.transport == "auto" else settings.transport
 
 
 def _turn_mode(settings: ModelSettings, default: TurnMode) -> TurnMode:

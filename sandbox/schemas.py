@@ -183,6 +183,11 @@ class ModelSettings(Frozen):
         "instructions in the prompt only. auto: json_schema for an api_base server, litellm's look-up otherwise.",
     )
     turn_mode: Literal["auto", "two-call", "one-call"] = "auto"
+    transport: Literal["auto", "litellm"] = Field(
+        "auto",
+        description="How requests travel. auto: the openai SDK for OpenAI and OpenAI-compatible servers, "
+        "litellm for other providers; litellm: always litellm.",
+    )
     evidence_mode: Literal["auto", "free", "constrained"] = Field(
         "auto", description="Judge only: constrain evidence quotes to transcript sentences (auto: the profile's)."
     )
@@ -200,7 +205,7 @@ class ModelSettings(Frozen):
         return data
 
 
-_NEUTRAL_DEFAULTS = {"structured": "auto"}
+_NEUTRAL_DEFAULTS = {"structured": "auto", "transport": "auto"}
 
 
 # --------------------------------------------------------------------------- run records

@@ -3,10 +3,11 @@
 Every request goes through :func:`complete` (free text) or :func:`complete_structured` (JSON
 validated against a pydantic model), so retries, cassettes, token and cost accounting and
 structured output are handled once. Split by job: ``errors`` (what failed, and whether another
-try can mend it), ``retry`` (the tenacity policy), ``call`` (the request itself), ``context``
-(a run's cache, limits and counters, wrapped around the call), ``structured``, and ``endpoint``
-(plain data). Names are loaded on first use (PEP 562), so importing an endpoint does not import
-litellm.
+try can mend it), ``retry`` (the tenacity policy), ``call`` (the request, retried and recorded),
+``transports`` (how it travels: the openai SDK, or litellm for other providers), ``prices``
+(litellm's price table, read without litellm), ``context`` (a run's cache, limits and counters,
+wrapped around the call), ``structured``, and ``endpoint`` (plain data). Names are loaded on first
+use (PEP 562), and litellm only when an endpoint's transport needs it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import importlib
 import os
 from typing import Any
 
-# Before any submodule imports litellm, or its import fetches a price map over the network.
+# Before anything imports litellm, or its import fetches a price map over the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 _WHERE = {
     "ChatRequest": "call",
     "Completion": "call",
     "complete": "call",
-    "litellm_knows_cost": "call",
-    "litellm_supports_schema": "call",
+    "litellm_knows_cost": "prices",
+    "litellm_supports_schema": "prices",
     "Endpoint": "endpoint",
     "StructuredMode": "endpoint",
+    "Transport": "endpoint",
     "CALL_CONTEXT": "context",
     "CallContext": "context",
     "CassetteMissError": "errors",

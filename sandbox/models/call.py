@@ -1,4 +1,5 @@
-"""The call itself: one chat completion through litellm, retried by tenacity, recorded as a ModelCall.
+"""The call itself: one chat completion through the endpoint's transport (:mod:`sandbox.models.transports`:
+the openai SDK or litellm), retried by tenacity, recorded as a ModelCall.
 
 :func:`complete` is the one way any code sends a request. A run's cache, limits and counters wrap
 it from outside (:mod:`sandbox.models.context`); structured output is built on top of it
@@ -7,39 +8,28 @@ it from outside (:mod:`sandbox.models.context`); structured output is built on t
 
 from __future__ import annotations
 
-import os
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-# Must be set before litellm is imported, or the import fetches a price map over the network.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+from pydantic import BaseModel
+from tenacity import retry_if_exception
 
-import asyncio  # noqa: E402
-import functools  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import litellm  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-from tenacity import retry_if_exception  # noqa: E402
-
-from sandbox.models import retry  # noqa: E402
-from sandbox.models.context import CALL_CONTEXT  # noqa: E402
-from sandbox.models.endpoint import Endpoint  # noqa: E402
-from sandbox.models.errors import (  # noqa: E402
+from sandbox.models import retry, transports
+from sandbox.models.context import CALL_CONTEXT
+from sandbox.models.endpoint import Endpoint
+from sandbox.models.errors import (
     CassetteMissError,
     ConfigurationError,
-    EmptyResponseError,
     ModelCallError,
-    cassette_miss_detail,
     configuration_problem,
     describe,
     is_transient,
 )
-from sandbox.schemas import ModelCall  # noqa: E402
-
-litellm.suppress_debug_info = True
-litellm.telemetry = False
+from sandbox.schemas import ModelCall
 
 
 @dataclass(frozen=True)
@@ -69,18 +59,9 @@ class Completion(BaseModel):
 Send = Callable[[ChatRequest, int], Awaitable[Any]]  # (request, attempt number) -> provider response
 
 
-async def send_litellm(request: ChatRequest, attempt: int) -> Any:
-    """One request through litellm; a cassette miss becomes its own error so it is never retried."""
-    try:
-        response = await litellm.acompletion(**request.kwargs)
-    except Exception as exc:
-        detail = cassette_miss_detail(exc)
-        if detail is not None:
-            raise CassetteMissError(f"cassette miss (never retried): {detail[:500]}") from exc
-        raise
-    if not (getattr(response, "choices", None) or []):
-        raise EmptyResponseError("response had no choices")
-    return response
+async def send_request(request: ChatRequest, attempt: int) -> Any:
+    """One attempt, through the endpoint's transport (the openai SDK or litellm)."""
+    return await transports.send(request.endpoint, request.kwargs)
 
 
 _ANSWERED: set[str] = set()  # api_bases that answered at least once in this process
@@ -133,7 +114,7 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         latency_s=round(time.perf_counter() - started, 4),
-        cost_usd=_cost(response, endpoint.model),
+        cost_usd=transports.cost_of(endpoint, response),
         attempts=attempts,
     )
     return Completion(text=text, call=call)
@@ -178,8 +159,8 @@ async def complete(
     request = ChatRequest(endpoint=endpoint, purpose=purpose, kwargs=kwargs)
     context = CALL_CONTEXT.get()
     if context is None:
-        return await with_retries(request, send_litellm)
-    return await context.complete(request, with_retries, send_litellm)
+        return await with_retries(request, send_request)
+    return await context.complete(request, with_retries, send_request)
 
 
 def _transient_at(endpoint: Endpoint, exc: BaseException) -> bool:
@@ -201,44 +182,3 @@ def _usage(response: Any) -> tuple[int, int]:
     if usage is None:
         return 0, 0
     return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
-
-
-_UNPRICED: set[str] = set()  # models litellm has no price for: not asked again (the lookup raises, slowly)
-
-
-def _cost(response: Any, model: str) -> float | None:
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost")
-    if cost is None:
-        if model in _UNPRICED:
-            return None
-        try:
-            cost = litellm.completion_cost(completion_response=response)
-        except Exception:
-            _UNPRICED.add(model)
-            return None
-    try:
-        value = float(cost)
-    except (TypeError, ValueError):
-        return None
-    return value if value > 0 else None
-
-
-@functools.lru_cache(maxsize=256)
-def litellm_supports_schema(model: str) -> bool:
-    """litellm's own record of whether a hosted model takes a JSON schema; asked once per model (the
-    look-up is slow for models it does not know)."""
-    try:
-        return bool(litellm.supports_response_schema(model=model))
-    except Exception:  # litellm logs and returns False for unknown models; be as lenient
-        return False
-
-
-@functools.lru_cache(maxsize=256)
-def litellm_knows_cost(model: str) -> bool:
-    """Whether litellm's price table has the model, so a run's cost can be counted."""
-    try:
-        info = litellm.get_model_info(model=model)
-    except Exception:
-        return False
-    return bool(info.get("input_cost_per_token") or info.get("output_cost_per_token"))

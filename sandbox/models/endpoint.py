@@ -7,12 +7,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 StructuredMode = Literal["json_schema", "json_object", "none"]
+# How requests travel: the openai SDK's async client (OpenAI itself and every server that speaks its
+# wire format: the embedded llama.cpp, vLLM, Ollama's /v1, LM Studio, SGLang), or litellm (every other
+# provider; imported only when an endpoint needs it, since its import alone takes seconds).
+Transport = Literal["openai", "litellm"]
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach one model: the routed name litellm takes, where the server is, and the form of
-    structured output it honours. Built by :func:`sandbox.profiles.resolve`, never per call."""
+    """How to reach one model: the routed name (litellm's form, ``provider/name``: also the label and
+    the cache key's model, whatever the transport), where the server is, the form of structured output
+    it honours and the transport. Built by :func:`sandbox.profiles.resolve`, never per call."""
 
     model: str
     api_base: str | None = None
@@ -20,6 +25,8 @@ class Endpoint:
     structured: StructuredMode = "none"
     strict_schema: bool = False  # only where the server turns any schema into a grammar (llama.cpp)
     model_id: str = ""  # the id the user wrote ("local", "openai/gpt-4o-mini"): the key for rate limits
+    transport: Transport = "litellm"
+    priced: bool = True  # False where no price can exist (the embedded model): the price table is not read
 
     @property
     def label(self) -> str:

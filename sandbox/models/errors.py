@@ -6,7 +6,8 @@ read one definition of "transient".
 
 from __future__ import annotations
 
-import litellm
+import sys
+from typing import Any
 
 from sandbox.schemas import ModelCall
 
@@ -32,29 +33,39 @@ class StructuredOutputError(ModelCallError):
     """The model's output did not validate, even after one repair attempt."""
 
 
-_TRANSIENT = (
-    litellm.RateLimitError,
-    litellm.InternalServerError,
-    litellm.ServiceUnavailableError,
-    litellm.Timeout,
-    litellm.APIConnectionError,
-)
-_PERMANENT = (
-    litellm.AuthenticationError,
-    litellm.PermissionDeniedError,
-    litellm.BadRequestError,
-    litellm.NotFoundError,
-    litellm.ContextWindowExceededError,
-    litellm.ContentPolicyViolationError,
-    litellm.UnprocessableEntityError,
-)
+def _openai() -> Any:
+    """The openai SDK's module if it is loaded, else None: both transports raise its exception types
+    (litellm's own subclass them), and where it was never imported, no exception can be one of them.
+    So classifying a failure never pays for an import."""
+    return sys.modules.get("openai")
+
+
+def _transient_types(openai: Any) -> tuple[type[BaseException], ...]:
+    # litellm's RateLimitError, InternalServerError, Timeout and APIConnectionError subclass these;
+    # its ServiceUnavailableError (503) and BadGatewayError (502) are counted by their status code.
+    return (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
+
+
+def _permanent_types(openai: Any) -> tuple[type[BaseException], ...]:
+    # litellm's ContextWindowExceededError, ContentPolicyViolationError and UnsupportedParamsError are
+    # BadRequestErrors.
+    return (
+        openai.AuthenticationError,
+        openai.PermissionDeniedError,
+        openai.BadRequestError,
+        openai.NotFoundError,
+        openai.UnprocessableEntityError,
+    )
+
+
 _CASSETTE_MARKERS = ("Can't overwrite existing cassette", "CannotOverwriteExistingCassetteException")
 
 
 def cassette_miss_detail(exc: BaseException) -> str | None:
     """vcrpy's own message (it names the cassette and the request) if ``exc`` is a cassette miss.
 
-    litellm wraps transport errors, so the vcrpy exception is looked for down the cause chain.
+    litellm and the openai SDK wrap transport errors, so the vcrpy exception is looked for down the
+    cause chain.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -84,12 +95,17 @@ class ConfigurationError(ModelCallError):
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    """The explicit causes, and an implicit context only where Python would show it too."""
+    """The explicit causes, an implicit context only where Python would show it too, and an exception
+    held in another's arguments (httpcore wraps the OSError it caught that way, raising from None)."""
     seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or any(current is s for s in seen):
+            continue
         seen.append(current)
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        todo.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        todo.append(current.__cause__ or (None if current.__suppress_context__ else current.__context__))
     return seen
 
 
@@ -99,8 +115,9 @@ _MISSING_KEY = ("missing credentials", "api_key client option must be set", "api
 def configuration_problem(exc: BaseException, answered_before: bool = False) -> str | None:
     """What to change, when ``exc`` says the request can never succeed as configured.
 
-    litellm wraps these in many types (a missing OpenAI key arrives as an InternalServerError), so
-    the whole cause chain and the message are read, not only the outermost class. A refused
+    litellm wraps these in many types (a missing OpenAI key arrives as an InternalServerError; the
+    openai SDK raises a bare OpenAIError), so the whole cause chain and the message are read, not
+    only the outermost class. A refused
     connection is a configuration error only at an endpoint that never answered: a server that has
     answered and then refuses is restarting, and worth the retries.
     """
@@ -112,11 +129,12 @@ def configuration_problem(exc: BaseException, answered_before: bool = False) -> 
         return "unknown provider: write the model as provider/name (e.g. openai/gpt-4o-mini), or give an api_base"
     if not answered_before and any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "connection refused: nothing listens at the api_base; start the server or fix the address"
-    if any(isinstance(e, litellm.AuthenticationError | litellm.PermissionDeniedError) for e in chain) or any(
-        status_code_of(e) in (401, 403) for e in chain
-    ):
+    openai = _openai()
+    rejected = (openai.AuthenticationError, openai.PermissionDeniedError) if openai is not None else ()
+    if any(isinstance(e, rejected) or status_code_of(e) in (401, 403) for e in chain):
         return "credentials rejected: check the API key in the environment"
-    if any(isinstance(e, litellm.NotFoundError) for e in chain) or any(status_code_of(e) == 404 for e in chain):
+    not_found = openai.NotFoundError if openai is not None else ()
+    if any(isinstance(e, not_found) or status_code_of(e) == 404 for e in chain):
         return "not found: the server does not serve this model (or the api_base path is wrong)"
     return None
 
@@ -127,9 +145,10 @@ def is_transient(exc: BaseException, answered_before: bool = False) -> bool:
         return False
     if configuration_problem(exc, answered_before) is not None:
         return False
-    if isinstance(exc, _PERMANENT):
+    openai = _openai()
+    if openai is not None and isinstance(exc, _permanent_types(openai)):
         return False
-    if isinstance(exc, (*_TRANSIENT, EmptyResponseError)):
+    if isinstance(exc, EmptyResponseError) or (openai is not None and isinstance(exc, _transient_types(openai))):
         return True
     code = status_code_of(exc)
     return code is not None and (code == 429 or code >= 500)
