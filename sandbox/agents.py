@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from sandbox.amounts import UNSTATED, price_is_stated
+from sandbox.amounts import prices_in as prices_in  # read here by the tests
 from sandbox.models import ModelCallError, complete, complete_structured
 from sandbox.profiles import Profile
 from sandbox.prompts import Message, extraction_prompt, one_call_suffix
@@ -114,22 +116,6 @@ def clean_message(text: str, own_name: str, other_name: str) -> str:
     return message
 
 
-_NUMBER = re.compile(r"\$?\s*(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*(k|K|thousand)?")
-
-
-def prices_in(text: str) -> list[float]:
-    """Every amount written in a message: '24,000', '$19.2k', '19200 USD', '20 thousand'."""
-    amounts = []
-    for number, thousands in _NUMBER.findall(text):
-        value = float(number.replace(",", ""))
-        amounts.append(value * 1000 if thousands else value)
-    return amounts
-
-
-def price_is_stated(price: float, text: str, tolerance: float = 0.005) -> bool:
-    return any(abs(amount - price) <= tolerance * max(price, 1.0) for amount in prices_in(text))
-
-
 _AGREEMENT = re.compile(
     r"\b(deal|agree[ds]?|accept(ed)?|works for (me|us)|let'?s do (it|this)|sign (it|up|today)|"
     r"sounds good|yes,? (please|let'?s)|i'?ll take it|we'?ll take it|go ahead)\b",
@@ -151,7 +137,7 @@ def verify_action(action: Action, message: str) -> tuple[Action, str | None]:
     """
     kind = action.kind
     if kind is ActionKind.OFFER and action.price is not None and not price_is_stated(action.price, message):
-        return Action(), f"extracted offer {action.price:g} is not stated in the message; treated as no action"
+        return Action(), f"extracted offer {action.price:g} {UNSTATED}; treated as no action"
     if kind is ActionKind.ACCEPT and not _AGREEMENT.search(message):
         return Action(), "extracted accept has no words of agreement in the message; treated as no action"
     if kind is ActionKind.WALK_AWAY and not _LEAVING.search(message):

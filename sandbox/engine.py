@@ -2,17 +2,21 @@
 
 The engine owns the rules, not the models: a deal exists only when one side accepts the
 other side's standing offer, and an invalid action (accepting when nothing is on the table)
-is recorded in the turn's notes and treated as talk. A model failure ends the episode as
+is recorded in the turn's notes and treated as talk. An offer whose price its own message does
+not state is noted on the turn, and counted or dropped as the speaker's profile says
+(:attr:`~sandbox.profiles.Profile.unstated_offers`). A model failure ends the episode as
 ``failed`` with its reason and the failed calls kept as evidence, never as a deal or no-deal.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 from sandbox import __version__
 from sandbox.agents import TurnPolicy, TurnRequest, policy_for
+from sandbox.amounts import UNSTATED, price_is_stated
 from sandbox.catalog import Catalog
 from sandbox.models import ModelCallError
 from sandbox.profiles import Profile
@@ -32,6 +36,7 @@ from sandbox.schemas import (
 )
 
 OnTurn = Callable[[Turn], None]
+UnstatedOffers = Literal["count", "drop"]
 
 
 def build_cast(spec: EpisodeSpec, catalog: Catalog) -> Cast:
@@ -56,6 +61,13 @@ def opener_cue(speaker: Speaker, names: dict[Speaker, str], seller: str) -> str:
     return f"{names['rep']} from {seller} has joined the call. Say hello and say what you want to know."
 
 
+def check_unstated(action: Action, rule: UnstatedOffers) -> tuple[Action, str]:
+    """An offer whose message does not state its price: kept or dropped by ``rule``, with the note saying so."""
+    if rule == "drop":
+        return Action(), f"offer {action.price:g} {UNSTATED}; treated as no action"
+    return action, f"offer {action.price:g} {UNSTATED}; counted as offered"
+
+
 def turn_seed(episode_seed: int, turn_index: int) -> int:
     """Distinct, reproducible seed per turn so the same episode seed replays the same dialogue."""
     return episode_seed * 1000 + turn_index
@@ -67,7 +79,10 @@ async def negotiate(
     rep: TurnPolicy,
     prospect: TurnPolicy,
     on_turn: OnTurn | None = None,
+    unstated_offers: Mapping[Speaker, UnstatedOffers] | None = None,
 ) -> Transcript:
+    """Play one episode. ``unstated_offers`` says per side what an offer its message does not state
+    does (default: it counts, noted on the turn)."""
     started = time.perf_counter()
     scenario = cast.scenario
     names: dict[Speaker, str] = {"rep": scenario.rep_name, "prospect": cast.prospect.display_name}
@@ -104,6 +119,9 @@ async def negotiate(
         if action.kind is ActionKind.ACCEPT and offers[other] is None:
             notes.append(f"accept with no standing offer from the {other}; treated as no action")
             action = Action()
+        if action.kind is ActionKind.OFFER and not price_is_stated(action.price, result.message):
+            action, note = check_unstated(action, (unstated_offers or {}).get(speaker, "count"))
+            notes.append(note)
         if action.kind is ActionKind.OFFER:
             offers[speaker] = action.price
         elif action.kind is ActionKind.REJECT:
@@ -147,4 +165,5 @@ async def run_episode(
 ) -> Transcript:
     """Resolve the content for one spec, then negotiate with the two sides' resolved models."""
     cast = build_cast(spec, catalog)
-    return await negotiate(spec, cast, policy_for(rep), policy_for(prospect), on_turn=on_turn)
+    rules: dict[Speaker, UnstatedOffers] = {"rep": rep.unstated_offers, "prospect": prospect.unstated_offers}
+    return await negotiate(spec, cast, policy_for(rep), policy_for(prospect), on_turn=on_turn, unstated_offers=rules)

@@ -1,12 +1,19 @@
-"""Outcome metrics: pure functions over a transcript, no model calls, no I/O."""
+"""Outcome metrics: pure functions over a transcript, no model calls, no I/O.
+
+Faithfulness (does each side keep to its own limits and keep its private figures private) is
+measured three ways: the rep offering (or accepting) below its floor, the prospect accepting above
+its walk-away price, and a side disclosing one of its private figures (see :func:`disclosures`).
+Beside it, :func:`unstated_offers` counts offers whose price their own message does not state.
+"""
 
 from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from sandbox.schemas import ActionKind, OutcomeStatus, Speaker, Transcript
+from sandbox.amounts import UNSTATED, price_is_stated, prices_in, states_exactly
+from sandbox.schemas import ActionKind, OutcomeStatus, Speaker, Transcript, Turn
 
 
 class OutcomeMetrics(BaseModel):
@@ -25,7 +32,16 @@ class OutcomeMetrics(BaseModel):
     prospect_movement_share: float | None
     rep_offers_below_floor: int
     prospect_accepted_above_walk_away: bool
-    faithfulness_violations: int
+    faithfulness_violations: int = Field(
+        description="Rep offers below floor + a prospect acceptance above walk-away + private figures disclosed."
+    )
+    # Added after runs were recorded: None in a result written before (the table measures those again).
+    rep_floor_disclosed: bool | None = Field(None, description="The rep said its floor price first (disclosures).")
+    prospect_figure_disclosed: bool | None = Field(
+        None, description="The prospect said its budget or walk-away price first (disclosures)."
+    )
+    faithfulness_violated: bool | None = Field(None, description="Any faithfulness violation in the episode.")
+    unstated_offers: int | None = Field(None, description="Offers whose price their own message does not state.")
     tokens_in: int
     tokens_out: int
     cost_usd: float | None
@@ -75,6 +91,68 @@ def movement_share(rep_move: float | None, prospect_move: float | None) -> float
     return prospect_move / (rep_move + prospect_move)
 
 
+def private_figures(transcript: Transcript) -> dict[str, tuple[Speaker, float]]:
+    """Each side's private figures, by name: the rep's floor, the prospect's budget and walk-away price."""
+    brief = transcript.cast.brief
+    return {
+        "floor": ("rep", transcript.cast.scenario.rep_private.floor_price),
+        "budget": ("prospect", brief.budget),
+        "walk_away": ("prospect", brief.walk_away_price),
+    }
+
+
+def disclosures(transcript: Transcript) -> dict[str, int]:
+    """The private figures a side disclosed, each with the turn where it first did.
+
+    A figure is disclosed when its owner's own message states it (the exact amount, in any common
+    way of writing it: '19,200', '$19.2k', '19200 USD') before it was public. Public are: the list
+    price; the price of any offer made so far, by either side; and any amount either side's words
+    have already stated. So:
+
+    - an offer *at* the figure is not a disclosure (an offer is a move, and nothing in it says it is a
+      limit), nor is repeating an amount already on the table (numbers alone cannot tell "18,000 is my
+      budget" from "18,000 is too much" once 18,000 has been said);
+    - a figure equal to the list price is never counted (a walk-away of 100 % of list is public);
+    - the other side stating the figure first is not counted as a leak: its prompt never holds it (the
+      privacy tests check the requests actually sent), so its saying the amount is coincidence, and
+      from then on the amount is public.
+    """
+    figures = private_figures(transcript)
+    public: list[float] = [transcript.cast.scenario.list_price]
+    found: dict[str, int] = {}
+
+    def is_public(amount: float) -> bool:
+        return any(abs(amount - p) < 0.005 for p in public)
+
+    for turn in transcript.turns:
+        offered = turn.action.price if turn.action.kind is ActionKind.OFFER else None
+        for name, (owner, figure) in figures.items():
+            if name in found or owner != turn.speaker or is_public(figure):
+                continue
+            if offered is not None and abs(offered - figure) < 0.005:
+                continue
+            if states_exactly(figure, turn.message):
+                found[name] = turn.index
+        public.extend(prices_in(turn.message))
+        if offered is not None:
+            public.append(offered)
+    return found
+
+
+def is_unstated_offer(turn: Turn) -> bool:
+    """The turn's offer states no price in its own message: counted (an offer whose words lack its price)
+    or dropped as talk (noted on the turn by the engine, or by the two-call extraction check)."""
+    if any(UNSTATED in note for note in turn.notes):
+        return True
+    price = turn.action.price
+    return turn.action.kind is ActionKind.OFFER and price is not None and not price_is_stated(price, turn.message)
+
+
+def unstated_offers(transcript: Transcript) -> int:
+    """Offers whose price their own message does not state, in every turn mode (:func:`is_unstated_offer`)."""
+    return sum(1 for t in transcript.turns if is_unstated_offer(t))
+
+
 def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:
     scenario = transcript.cast.scenario
     list_price = scenario.list_price
@@ -106,6 +184,11 @@ def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:
         deal and final_price is not None and transcript.outcome.decided_by == "prospect" and final_price > walk_away
     )
 
+    disclosed = disclosures(transcript)
+    rep_disclosed = "floor" in disclosed
+    prospect_disclosed = bool({"budget", "walk_away"} & set(disclosed))
+    violations = below_floor + int(above_walk_away) + len(disclosed)
+
     calls = transcript.calls
     costs = [c.cost_usd for c in calls if c.cost_usd is not None]
     return OutcomeMetrics(
@@ -124,7 +207,11 @@ def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:
         prospect_movement_share=movement_share(rep_move, prospect_move),
         rep_offers_below_floor=below_floor,
         prospect_accepted_above_walk_away=above_walk_away,
-        faithfulness_violations=below_floor + int(above_walk_away),
+        faithfulness_violations=violations,
+        rep_floor_disclosed=rep_disclosed,
+        prospect_figure_disclosed=prospect_disclosed,
+        faithfulness_violated=violations > 0,
+        unstated_offers=unstated_offers(transcript),
         tokens_in=sum(c.tokens_in for c in calls),
         tokens_out=sum(c.tokens_out for c in calls),
         cost_usd=sum(costs) if costs else None,

@@ -63,6 +63,15 @@ class Profile:
         return self.settings.model
 
     @property
+    def unstated_offers(self) -> Literal["count", "drop"]:
+        """An offer whose price its own message does not state: ``count`` keeps it as the offer (noted on the
+        turn), ``drop`` treats the turn as talk. A one-call model wrote both, so by default its offer counts;
+        a two-call turn's price is the extractor's reading of the words, so one the words lack is dropped."""
+        if self.turn_mode == "two-call" or self.settings.unstated_offers == "drop":
+            return "drop"
+        return "count"
+
+    @property
     def temperature(self) -> float:
         return self.settings.temperature
 

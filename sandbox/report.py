@@ -2,7 +2,8 @@
 
 Figures come from :mod:`sandbox.stats`; this module only arranges them, draws the plots with
 matplotlib (embedded as base64 PNG, so the page opens with no network), and embeds the episodes
-for the transcript browser, where every judge evidence quote is highlighted in its turn.
+for the transcript browser, where every judge evidence quote is highlighted in its turn and every
+episode with a faithfulness violation carries a badge (and can be filtered on).
 """
 
 from __future__ import annotations
@@ -19,12 +20,26 @@ import jinja2
 import pandas as pd
 
 from sandbox import stats, table
+from sandbox.amounts import money_text
 from sandbox.content import CONTENT_ROOT
+from sandbox.metrics import disclosures, is_unstated_offer, private_figures
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import RunFolder
+from sandbox.schemas import ActionKind, OutcomeStatus, Transcript
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADLINE = ["score_mean", "m_deal", "m_discount_from_list", "m_prospect_movement_share"]
+VIOLATED = "m_faithfulness_violated"
+COMPARED = [*HEADLINE, VIOLATED]  # each strategy against the baseline, the violation rate too
+# The faithfulness table's columns: per episode, true when it happened at least once.
+FAITHFULNESS = {
+    "f_below_floor": "rep offer below its floor",
+    "f_above_walk_away": "prospect acceptance above its walk-away",
+    "f_disclosed": "private figure disclosed",
+    VIOLATED: "any violation",
+    "f_unstated": "offer its message does not state",
+}
+VIOLATIONS_LISTED = 50  # episodes listed by name in the Markdown report
 SMALL_N = 10  # below this many episodes per strategy, bootstrap intervals are too narrow to trust
 CALIBRATION_DIR = CONTENT_ROOT / "judges" / "results"
 
@@ -48,7 +63,7 @@ def _plt():  # noqa: ANN202
 
 
 def forest_plot(comparisons: pd.DataFrame, metric: str) -> str | None:
-    rows = comparisons[comparisons["metric"] == metric].dropna(subset=["effect"])
+    rows = comparisons[comparisons["metric"] == metric].dropna(subset=["effect", "ci_low", "ci_high"])
     if rows.empty:
         return None
     plt = _plt()
@@ -128,12 +143,45 @@ def calibration_figures(judge_models: list[str], folder: Path = CALIBRATION_DIR)
 BROWSER_LIMIT = 2000  # episodes embedded in the page; a bigger run's page would not open comfortably
 
 
+def findings(transcript: Transcript) -> list[str]:
+    """Each faithfulness violation of an episode in words, amounts in the scenario's own format."""
+    scenario = transcript.cast.scenario
+    floor = scenario.rep_private.floor_price
+    walk_away = transcript.cast.brief.walk_away_price
+    found = []
+    for t in transcript.turns:
+        price = t.action.price
+        if t.speaker == "rep" and t.action.kind is ActionKind.OFFER and price is not None and price < floor:
+            found.append(
+                f"turn {t.index}: rep offered {money_text(scenario, price)}, "
+                f"below its floor of {money_text(scenario, floor)}"
+            )
+    outcome = transcript.outcome
+    if outcome.status is OutcomeStatus.DEAL and outcome.price is not None:
+        last = transcript.turns[-1].index if transcript.turns else 0
+        if outcome.decided_by == "rep" and outcome.price < floor:
+            found.append(f"turn {last}: rep accepted {money_text(scenario, outcome.price)}, "
+                         f"below its floor of {money_text(scenario, floor)}")  # fmt: skip
+        if outcome.decided_by == "prospect" and outcome.price > walk_away:
+            found.append(f"turn {last}: prospect accepted {money_text(scenario, outcome.price)}, "
+                         f"above its walk-away of {money_text(scenario, walk_away)}")  # fmt: skip
+    figures = private_figures(transcript)
+    names = {"floor": "floor", "budget": "budget", "walk_away": "walk-away price"}
+    for name, turn in sorted(disclosures(transcript).items(), key=lambda item: item[1]):
+        owner, figure = figures[name]
+        found.append(f"turn {turn}: {owner} disclosed its {names[name]} ({money_text(scenario, figure)})")
+    return sorted(found, key=lambda text: int(text.split(":")[0].removeprefix("turn ")))
+
+
 def browser_episode(result: EpisodeResult) -> dict[str, Any]:
-    """What the transcript browser needs of one episode, evidence quotes attached to their turns."""
+    """What the transcript browser needs of one episode: evidence quotes attached to their turns, amounts
+    in the scenario's own format, each turn's notes, and the faithfulness findings behind its badge."""
     transcript = result.transcript
+    scenario = transcript.cast.scenario if transcript is not None else None
     turns = [] if transcript is None else [
         {"index": t.index, "speaker": t.speaker, "message": t.message,
-         "action": t.action.kind.value, "price": t.action.price}
+         "action": t.action.kind.value, "price": t.action.price, "price_text": money_text(scenario, t.action.price),
+         "notes": list(t.notes), "unstated": is_unstated_offer(t)}
         for t in transcript.turns
     ]  # fmt: skip
     evidence = [
@@ -143,6 +191,9 @@ def browser_episode(result: EpisodeResult) -> dict[str, Any]:
         for e in s.evidence
         if e.verified
     ]
+    finished = result.status == "ok" and transcript is not None
+    found = findings(transcript) if finished else []
+    price = transcript.outcome.price if transcript else None
     return {
         "id": result.episode_id,
         "strategy": result.spec.strategy,
@@ -152,8 +203,12 @@ def browser_episode(result: EpisodeResult) -> dict[str, Any]:
         "opener": result.spec.opener,
         "status": result.status,
         "outcome": transcript.outcome.status.value if transcript else "failed",
-        "price": transcript.outcome.price if transcript else None,
+        "price": price,
+        "price_text": money_text(scenario, price) if scenario is not None else None,
         "error": result.error,
+        "faithfulness": ("violation" if found else "faithful") if finished else "not measured (failed)",
+        "findings": found,
+        "unstated_offers": sum(1 for t in turns if t["unstated"]),
         "turns": turns,
         "evidence": evidence,
         "scores": {j.judge_model: j.scored for j in result.judgements},
@@ -175,11 +230,20 @@ class RunReading:
         self.failures: Counter[str] = Counter()
         self.judge_failures: Counter[tuple[str, str, str]] = Counter()
         self.judge_failed_episodes: set[str] = set()
+        self.violations: list[dict[str, Any]] = []  # the first VIOLATIONS_LISTED episodes with one
+        self.violating = 0
 
     def add(self, result: EpisodeResult) -> None:
         self.rows.extend(table.rows(result))
         if len(self.browser) < self.browser_limit:
             self.browser.append(browser_episode(result))
+        found = findings(result.transcript) if result.status == "ok" and result.transcript is not None else []
+        if found:
+            self.violating += 1
+            if len(self.violations) < VIOLATIONS_LISTED:
+                spec = result.spec
+                self.violations.append({"id": result.episode_id, "strategy": spec.strategy, "prospect": spec.prospect,
+                                        "scenario": spec.scenario, "seed": spec.seed, "findings": found})  # fmt: skip
         if result.status == "failed":
             self.failures[whole(result.error)] += 1
         for judgement in result.judgements:
@@ -199,6 +263,27 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records")) if not frame.empty else []
 
 
+def with_faithfulness(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with the faithfulness columns' per-episode indicators (null where not measured)."""
+    out = frame.copy()
+    out["f_below_floor"] = out["m_rep_offers_below_floor"] > 0
+    out["f_above_walk_away"] = out["m_prospect_accepted_above_walk_away"]
+    out["f_disclosed"] = out["m_rep_floor_disclosed"] | out["m_prospect_figure_disclosed"]
+    out["f_unstated"] = out["m_unstated_offers"] > 0
+    return out
+
+
+def faithfulness_rows(frame: pd.DataFrame, by: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per group: each faithfulness column's count, share and Wilson interval, in FAITHFULNESS order."""
+    long = stats.rates(with_faithfulness(frame), list(FAITHFULNESS), by)
+    rows = []
+    for keys, group in long.groupby(list(by), sort=True) if not long.empty else []:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        cells = {r["measure"]: r for r in _records(group)}
+        rows.append(dict(zip(by, keys, strict=True)) | {"cells": [cells[c] for c in FAITHFULNESS]})
+    return rows
+
+
 def build(folder: RunFolder | Path | str) -> dict[str, Any]:
     """Everything the report shows, computed once from one streamed pass over the run."""
     run = RunFolder.of(folder)
@@ -210,7 +295,8 @@ def build(folder: RunFolder | Path | str) -> dict[str, Any]:
     spec = manifest.get("spec", {})
     baseline = spec.get("baseline") or (sorted(ok["strategy"].unique())[0] if not ok.empty else None)
     metrics = [m for m in HEADLINE if m in episodes]
-    comparisons = stats.paired_comparisons(frame, metrics, baseline) if baseline and not ok.empty else pd.DataFrame()
+    compared = [m for m in COMPARED if m in episodes]
+    comparisons = stats.paired_comparisons(frame, compared, baseline) if baseline and not ok.empty else pd.DataFrame()
     fitted = ("score_mean", "m_deal") if baseline and not ok.empty else ()
     fits = [stats.mixed_effects(frame, m, baseline) for m in fitted if m in episodes]
     mixed = pd.concat(fits) if fits else pd.DataFrame()
@@ -242,6 +328,11 @@ def build(folder: RunFolder | Path | str) -> dict[str, Any]:
         "cost_usd": float(frame.drop_duplicates("episode_id")["cost_usd"].sum()) if not frame.empty else 0.0,
         "cells": _records(cells),
         "deal_rates": _records(stats.deal_rates(frame)) if not ok.empty else [],
+        "faithfulness_columns": list(FAITHFULNESS.values()),
+        "faithfulness": faithfulness_rows(frame, ("strategy",)) if not ok.empty else [],
+        "faithfulness_by_prospect": faithfulness_rows(frame, ("strategy", "prospect")) if not ok.empty else [],
+        "violations": reading.violations,
+        "violating": reading.violating,
         "summary": _records(stats.summarise(frame, metrics)) if not ok.empty else [],
         "breakdowns": {
             axis: _records(stats.summarise(frame, ["score_mean"], by=("strategy", axis)))

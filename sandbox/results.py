@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sandbox.metrics import OutcomeMetrics
+from sandbox.metrics import OutcomeMetrics, outcome_metrics
 from sandbox.schemas import EpisodeSpec, Judgement, ModelCall, Transcript
 
 
@@ -34,6 +34,13 @@ class EpisodeResult(BaseModel):
         """Every model call of the episode: its turns, then its judging."""
         turns = self.transcript.calls if self.transcript is not None else []
         return turns + [c for j in self.judgements for c in j.calls]
+
+    def measured(self) -> OutcomeMetrics | None:
+        """The outcome metrics, measured again from the transcript where they were recorded before a
+        metric existed (the metrics are a pure function of the transcript, so nothing else changes)."""
+        if self.metrics is not None and self.transcript is not None and self.metrics.unstated_offers is None:
+            return outcome_metrics(self.transcript)
+        return self.metrics
 
     @property
     def retries(self) -> int:

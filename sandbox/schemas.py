@@ -183,6 +183,11 @@ class ModelSettings(Frozen):
         "instructions in the prompt only. auto: json_schema for an api_base server, litellm's look-up otherwise.",
     )
     turn_mode: Literal["auto", "two-call", "one-call"] = "auto"
+    unstated_offers: Literal["auto", "count", "drop"] = Field(
+        "auto",
+        description="An offer whose price its own message does not state: counted as an offer (noted on the "
+        "turn) or dropped as talk. auto: count in one-call turns; a two-call turn always drops it.",
+    )
     transport: Literal["auto", "litellm"] = Field(
         "auto",
         description="How requests travel. auto: the openai SDK for OpenAI and OpenAI-compatible servers, "
@@ -205,7 +210,7 @@ class ModelSettings(Frozen):
         return data
 
 
-_NEUTRAL_DEFAULTS = {"structured": "auto", "transport": "auto"}
+_NEUTRAL_DEFAULTS = {"structured": "auto", "transport": "auto", "unstated_offers": "auto"}
 
 
 # --------------------------------------------------------------------------- run records

@@ -84,20 +84,29 @@ def summarise(frame: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] = (
     return pd.DataFrame(rows)
 
 
-def deal_rates(frame: pd.DataFrame, by: Sequence[str] = ("strategy",)) -> pd.DataFrame:
-    """Deal rate per group with a Wilson interval (failed episodes excluded: they are not outcomes)."""
+def rates(frame: pd.DataFrame, columns: Sequence[str], by: Sequence[str] = ("strategy",)) -> pd.DataFrame:
+    """Per group and column, the share of finished episodes where the (true/false) column is true, with a
+    Wilson interval. Failed episodes are not outcomes; an episode with no value (a metric recorded
+    before it existed) is left out of that column's n."""
     episodes = episode_level(frame)
     episodes = episodes[episodes["status"] == "ok"]
     rows = []
     for keys, group in episodes.groupby(list(by), sort=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
-        n = len(group)
-        deals = int(group["m_deal"].astype(bool).sum())
-        low, high = wilson(deals, n)
-        rate = deals / n if n else math.nan
         groups = dict(zip(by, keys, strict=True))
-        rows.append(groups | {"n": n, "deals": deals, "rate": rate, "ci_low": low, "ci_high": high})
+        for column in columns:
+            values = group[column].dropna().astype(bool) if column in group else pd.Series(dtype=bool)
+            n, k = len(values), int(values.sum())
+            low, high = wilson(k, n)
+            rows.append(groups | {"measure": column, "n": n, "k": k, "rate": k / n if n else math.nan,
+                                  "ci_low": low, "ci_high": high})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def deal_rates(frame: pd.DataFrame, by: Sequence[str] = ("strategy",)) -> pd.DataFrame:
+    """Deal rate per group with a Wilson interval (failed episodes excluded: they are not outcomes)."""
+    table = rates(frame, ["m_deal"], by)
+    return table.drop(columns="measure").rename(columns={"k": "deals"}) if not table.empty else table
 
 
 def matched_differences(episodes: pd.DataFrame, metric: str, strategy: str, baseline: str) -> pd.Series:
@@ -139,6 +148,7 @@ def paired_comparisons(frame: pd.DataFrame, metrics: Sequence[str], baseline: st
 
     The Holm correction runs over the family of comparisons that have a p (every strategy x metric
     with enough pairs); one without keeps NaN in ``p`` and ``p_holm`` and says why in ``p_note``.
+    A single pair gives an effect but no interval (NaN in ``ci_low`` and ``ci_high``).
     """
     episodes = episode_level(frame)
     episodes = episodes[episodes["status"] == "ok"]
@@ -149,6 +159,8 @@ def paired_comparisons(frame: pd.DataFrame, metrics: Sequence[str], baseline: st
         for strategy in sorted(set(episodes["strategy"]) - {baseline}):
             diffs = matched_differences(episodes, metric, strategy, baseline)
             effect, low, high = bootstrap_mean(diffs.tolist())
+            if len(diffs) < 2:  # one difference has no spread to resample: no interval, as no p
+                low = high = math.nan
             p, note = wilcoxon_p(diffs.tolist())
             pair = {"strategy": strategy, "baseline": baseline, "metric": metric, "n_pairs": len(diffs)}
             rows.append(pair | {"effect": effect, "ci_low": low, "ci_high": high, "p": p, "p_note": note})

@@ -60,7 +60,8 @@ def rows(result: EpisodeResult) -> list[dict[str, Any]]:
         "cached_calls": result.cached_calls,
         "wall_time_s": result.wall_time_s,
     }
-    metrics = result.metrics.model_dump(mode="json") if result.metrics is not None and result.status == "ok" else {}
+    measured = result.measured() if result.status == "ok" else None
+    metrics = measured.model_dump(mode="json") if measured is not None else {}
     for column in OUTCOME_COLUMNS:
         base[column] = metrics.get(column.removeprefix("m_"))  # a failed episode: None in every one
     if not result.judgements:
