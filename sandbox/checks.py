@@ -3,6 +3,7 @@
 ``sandbox models check`` prints the answer; it is the first thing to run against a new server, so a
 researcher learns in two seconds that a vLLM endpoint honours JSON schemas (or that it does not,
 and which setting to change) instead of after a night of episodes that all ended "returned invalid".
+The preflight of a run or a negotiation (:mod:`sandbox.preflight`) sends the same request.
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ class CheckResult(BaseModel):
     def ok(self) -> bool:
         return self.reachable and bool(self.structured_ok)
 
+    @property
+    def where(self) -> str:
+        return f"{self.model} at {self.api_base}" if self.api_base else self.model
+
+    def problem(self) -> str | None:
+        """One line naming the model, the endpoint and what to change; None when the check passed."""
+        if not self.reachable:
+            return self.error or f"{self.where}: no answer"
+        if self.structured_ok:
+            return None
+        instead = "none" if self.structured != "none" else "json_schema"
+        return (
+            f"{self.where}: structured output ({self.structured}) not honoured (answered {self.answer!r}); "
+            f"set structured: {instead} for this model, or check the server"
+        )
+
     def snippet(self) -> str:
         """The spec lines that use this endpoint as checked."""
         lines = [f"model: {self.model}"]
@@ -53,8 +70,9 @@ class CheckResult(BaseModel):
         return "\n".join(lines)
 
 
-async def check_model(profile: Profile, timeout_s: float = 30.0) -> CheckResult:
-    """One request with the profile's own structured-output form; a failure becomes the result's error."""
+async def check_model(profile: Profile, timeout_s: float = 30.0, purpose: str = "check") -> CheckResult:
+    """One request with the profile's own structured-output form; a failure becomes the result's error.
+    ``purpose`` tells this request apart in logs and failures ("preflight" before a run)."""
     from sandbox.models import ModelCallError, complete, litellm_knows_cost
     from sandbox.models.structured import parse_json_output, response_format_for, schema_text
 
@@ -74,7 +92,7 @@ async def check_model(profile: Profile, timeout_s: float = 30.0) -> CheckResult:
         completion = await complete(
             endpoint,
             messages,
-            purpose="check",
+            purpose=purpose,
             temperature=0.0,
             max_tokens=40,
             seed=1,

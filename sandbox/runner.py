@@ -28,7 +28,7 @@ from sandbox.profiles import Profiles
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import NotARunFolderError, RunFolder
 from sandbox.runlog import log, run_log
-from sandbox.schemas import EpisodeSpec, Rubric
+from sandbox.schemas import EpisodeSpec, ModelSettings, Rubric
 from sandbox.store import RunStore, environment, new_run_id
 
 OnResult = Callable[[EpisodeResult], None]
@@ -355,6 +355,14 @@ def embedded_slots(spec: ExperimentSpec) -> int:
     return max(2, min(spec.concurrency, 8))
 
 
+def run_models(spec: ExperimentSpec, plan: Plan) -> list[ModelSettings]:
+    """The settings the episodes to run carry (a spec's temperature makes copies), each once; none
+    when nothing is left to run, so no model is loaded."""
+    if not plan.todo:
+        return []
+    return list(dict.fromkeys([m for e in plan.todo for m in (e.rep_model, e.prospect_model)] + spec.models.judge))
+
+
 def run(
     spec: ExperimentSpec,
     catalog: Catalog,
@@ -373,13 +381,18 @@ def run(
     on_start: OnStart | None = None,
     on_result: OnResult | None = None,
     report: bool = True,
+    preflight: bool = True,
 ) -> RunOutcome:
     """A whole run, from lock to report: the CLI, the tests and the benchmarks all come through here.
     A new run goes to ``folder`` (default: a fresh id under ``runs_dir``); ``resume`` continues one.
 
     Raises :class:`RunLockedError` (another process holds the folder), :class:`SpecMismatchError`
     (a resumed folder from another spec), :class:`sandbox.local_server.LocalModelError` and
-    ``FileNotFoundError`` (a cassette to replay that is missing), each a one-line message.
+    ``FileNotFoundError`` (a cassette to replay that is missing), each a one-line message, and
+    :class:`sandbox.preflight.PreflightError` (an endpoint failed its check; one line per endpoint).
+
+    ``preflight``: check each endpoint the run needs once before anything is written, so a run that
+    cannot work stops before its first episode and leaves no run folder behind.
     """
     from sandbox.report import write_report
     from sandbox.runtime import model_runtime
@@ -393,6 +406,10 @@ def run(
     folder = resume or folder or runs_dir / new_run_id(spec.id)
     if resume is None and RunFolder(folder).is_run():
         raise SpecMismatchError(f"{folder}: already holds a run; continue it with --resume, or start a new one")
+    from sandbox.preflight import replaying, require_ready
+
+    if preflight and not replaying(cassette, record):  # before the store creates the folder; planned
+        require_ready(run_models(spec, plan_run(spec, folder, retry_failed)))  # again below, under its lock
     cache = None
     if cache_dir is not None and cassette is None:
         from sandbox.cache import ResponseCache
@@ -404,13 +421,7 @@ def run(
             plan = plan_run(spec, folder, retry_failed)
             if resume is None:
                 store.write_manifest(manifest_for(spec, run_id, spec_path, len(plan.planned)))
-            # The settings the episodes carry (a spec's temperature makes copies), resolved once up front.
-            models = list(
-                dict.fromkeys(
-                    [m for e in plan.todo for m in (e.rep_model, e.prospect_model)]
-                    + (list(spec.models.judge) if plan.todo else [])
-                )
-            )  # nothing left to run: load no model
+            models = run_models(spec, plan)
             if on_plan is not None:
                 from sandbox.profiles import needs_embedded_server
 

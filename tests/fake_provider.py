@@ -2,6 +2,12 @@
 
 Each request pops the next scripted reply; when the script runs out, the last reply repeats.
 Bounded by construction: it only answers what the test sends, and stops with the context.
+
+Like a real server it can demand a key (``require_key``: 401 without ``Bearer <key>``) and serve only
+some model names (``served_models``: 404 for the rest, vLLM's answer). The one-request check of
+``sandbox models check`` and of a run's preflight is answered as a server honouring its schema would,
+outside the script and never faulted, and kept apart in ``checks``: scripts, request counts and
+fault rates see episode traffic only (``answer_checks=False`` sends checks through the script too).
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+
+from sandbox.checks import CHECK_PROMPT
+
+CHECK_ANSWER = json.dumps({"status": "ready", "count": 3})
 
 
 def accept_and_verdict(score: int = 4) -> dict[str, Any]:
@@ -138,6 +148,9 @@ class FakeProvider:
         fault_rate: float = 0.0,
         seed: int = 0,
         keep_requests: bool = True,
+        require_key: str | None = None,
+        served_models: set[str] | None = None,
+        answer_checks: bool = True,
     ):
         self.responder = script if callable(script) else None
         self.script = [] if callable(script) else list(script)
@@ -148,6 +161,11 @@ class FakeProvider:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.keep_requests = keep_requests  # off for long benchmarks: memory stays flat
+        self.require_key = require_key
+        self.served_models = served_models
+        self.answer_checks = answer_checks
+        self.checks: list[dict[str, Any]] = []  # check requests (models check, preflight), answered or refused
+        self.check_headers: list[dict[str, str]] = []
         self.served = 0
         self.handling_s = 0.0  # time spent inside the handler: what a client waits on the provider
         self.active = 0  # requests being answered now, and the most at once
@@ -186,7 +204,35 @@ class FakeProvider:
             return web.json_response(body | {"usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}})
         raise ValueError(f"unknown fault {kind}")
 
+    def _refusal(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse | None:
+        """What a real server says first: a wrong or missing key (401), a model it does not serve (404)."""
+        if self.require_key is not None and request.headers.get("Authorization") != f"Bearer {self.require_key}":
+            error = {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": 401}
+            return web.json_response({"error": error}, status=401)
+        model = str(payload.get("model", ""))
+        if self.served_models is not None and model not in self.served_models:
+            error = {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}
+            return web.json_response({"error": error}, status=404)
+        return None
+
+    async def _check(self, request: web.Request) -> web.StreamResponse | None:
+        """The check request, answered as a schema-honouring server would; None for any other request."""
+        if not self.answer_checks:
+            return None
+        payload = await request.json()
+        if CHECK_PROMPT not in str((payload.get("messages") or [{}])[0].get("content", "")):
+            return None
+        self.checks.append(payload)
+        self.check_headers.append(dict(request.headers))
+        refused = self._refusal(request, payload)
+        if refused is not None:
+            return refused
+        return web.Response(text=Reply(content=CHECK_ANSWER).body(payload), content_type="application/json")
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        checked = await self._check(request)
+        if checked is not None:
+            return checked
         started = time.perf_counter()
         if self.first_at is None:
             self.first_at = time.time()
@@ -214,6 +260,9 @@ class FakeProvider:
         if self.keep_requests:
             self.requests.append(payload)
             self.headers.append(dict(request.headers))
+        refused = self._refusal(request, payload)
+        if refused is not None:
+            return refused
         faulty = await self._fault(request)
         if faulty is not None:
             return faulty

@@ -29,7 +29,7 @@ def check(*args: str) -> Any:
 
 def test_a_server_that_honours_json_schema_passes(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a self-hosted server needs none
-    with FakeProvider(schema_server) as provider:
+    with FakeProvider(schema_server, answer_checks=False) as provider:
         result = check(UNKNOWN, "--api-base", provider.api_base)
         sent = provider.requests[0]
     assert result.exit_code == 0, result.output
@@ -41,7 +41,7 @@ def test_a_server_that_honours_json_schema_passes(monkeypatch):
 
 def test_a_server_that_ignores_the_schema_is_told_apart(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with FakeProvider(schema_server) as provider:
+    with FakeProvider(schema_server, answer_checks=False) as provider:
         result = check(UNKNOWN, "--api-base", provider.api_base, "--structured", "none")
     assert result.exit_code == 1
     assert "structured output (none) honoured: no" in result.output and "Ready when you are!" in result.output
@@ -74,8 +74,23 @@ def test_a_missing_key_and_an_unknown_provider_say_what_to_change(monkeypatch):
 
 def test_a_rejected_key_is_not_retried(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-rejected")
-    with FakeProvider([Reply(status=401)]) as provider:
+    with FakeProvider([Reply()], require_key="sk-test-the-right-one") as provider:
         result = check(UNKNOWN, "--api-base", provider.api_base)
-        requests = len(provider.requests)
+        sent = provider.check_headers
     line = one_error_line(result.output)
-    assert result.exit_code == 2 and "credentials rejected" in line and requests == 1
+    assert result.exit_code == 2 and "credentials rejected" in line and len(sent) == 1
+    assert sent[0]["Authorization"] == "Bearer sk-test-rejected"  # the environment's key, not the placeholder
+
+
+def test_a_model_the_server_does_not_serve_is_not_found_at_once(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeProvider([Reply()], served_models={"my-smollm"}) as provider:
+        result = check("openai/no-such-model", "--api-base", provider.api_base)
+        served = check("openai/my-smollm", "--api-base", provider.api_base)
+        checks = len(provider.checks)
+    line = one_error_line(result.output)
+    print(f"\n{line}")
+    assert result.exit_code == 2 and "not found: the server does not serve this model" in line
+    assert provider.api_base in line and "openai/no-such-model" in line and "failed after" not in line
+    assert served.exit_code == 0, served.output
+    assert checks == 2  # one request each: the 404 was not retried

@@ -92,6 +92,10 @@ CassetteOpt = Annotated[Path | None, typer.Option("--cassette", help="Replay mod
 RecordOpt = Annotated[bool, typer.Option("--record", help="With --cassette: record instead of replay.")]
 ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="OpenAI-compatible server URL.")]
 RubricOpt = Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML for the judges.")]
+NoPreflightOpt = Annotated[
+    bool,
+    typer.Option("--no-preflight", help="Start without first checking each model endpoint with one request."),
+]
 
 
 def _choices(name: str, field: str) -> type[StrEnum]:
@@ -116,9 +120,21 @@ RunFolderArg = Annotated[Path, typer.Argument(help="A run folder under runs/.")]
 
 
 def fail(message: str, code: int = 2) -> None:
-    """One line, whatever the terminal's width: scripts and CI logs grep for it."""
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    """One line, whatever the terminal's width: scripts and CI logs grep for it. A message of several
+    lines (one problem each, as the preflight's) prints each as an error line of its own."""
+    for line in message.splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def preflight_or_fail(settings: list[ModelSettings], cassette: Path | None, record: bool) -> None:
+    """Each endpoint these settings need, checked once (:mod:`sandbox.preflight`); a line per failing one."""
+    from sandbox.preflight import PreflightError, require_ready
+
+    try:
+        require_ready(settings, cassette, record)
+    except PreflightError as exc:
+        fail(str(exc))
 
 
 def open_run(run: Path) -> None:

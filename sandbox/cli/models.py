@@ -47,8 +47,9 @@ def check_command(
     with models_ready([settings], None, False, slots=1) as profiles:
         result = asyncio.run(check_model(profiles[settings], timeout_s=timeout))
     where = f" at {result.api_base}" if result.api_base else ""
-    if not result.reachable:
-        fail(result.error or f"{model}{where}: no answer")
+    problem = result.problem()
+    if not result.reachable and problem:
+        fail(problem)
     console.print(f"[bold]{escape(model)}[/]{escape(where)}")
     console.print(f"reachable: {_mark(True)} ({result.latency_s:.2f} s)")
     note = f" (answered: {escape(result.answer)!r})" if result.answer else ""

@@ -14,6 +14,7 @@ from sandbox.catalog import CatalogError
 from sandbox.cli.common import (
     ApiBaseOpt,
     CassetteOpt,
+    NoPreflightOpt,
     PersonasOpt,
     RecordOpt,
     RubricOpt,
@@ -28,6 +29,7 @@ from sandbox.cli.common import (
     models_ready,
     open_catalog,
     open_rubric,
+    preflight_or_fail,
     render_panel,
 )
 from sandbox.metrics import OutcomeMetrics
@@ -90,6 +92,7 @@ def negotiate(
     ] = None,
     rubric: RubricOpt = None,
     personas: PersonasOpt = None,
+    no_preflight: NoPreflightOpt = False,
 ) -> None:
     """Run one negotiation, showing the dialogue live, then the outcome and metrics."""
     from pydantic import ValidationError
@@ -125,6 +128,11 @@ def negotiate(
     except ValidationError as exc:
         fail(describe_validation_error("command line", exc))
 
+    runtime_models = [spec.rep_model, spec.prospect_model, *judges]
+    if record and cassette is None:
+        fail("--record needs --cassette PATH")
+    if not no_preflight:
+        preflight_or_fail(runtime_models, cassette, record)
     sc = catalog.scenario(scenario)
     names = {"rep": sc.rep_name, "prospect": catalog.prospect(prospect).display_name}
     console.print(
@@ -132,7 +140,6 @@ def negotiate(
         f" on [bold]{escape(sc.title)}[/] (list {sc.money(sc.list_price)}), seed {seed}, "
         f"models rep={spec.rep_model.model} prospect={spec.prospect_model.model}\n"
     )
-    runtime_models = [spec.rep_model, spec.prospect_model, *judges]
     if needs_embedded_server(runtime_models):
         console.print("[dim]embedded SmolLM2-135M: for plumbing and demos, not for research conclusions[/]\n")
     loaded_rubric = open_rubric(rubric) if judge else None

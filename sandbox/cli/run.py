@@ -11,6 +11,7 @@ from rich.table import Table
 from sandbox.catalog import CatalogError
 from sandbox.cli.common import (
     CassetteOpt,
+    NoPreflightOpt,
     PersonasOpt,
     RecordOpt,
     RubricOpt,
@@ -36,11 +37,13 @@ def run_command(
     record: RecordOpt = False,
     rubric: RubricOpt = None,
     personas: PersonasOpt = None,
+    no_preflight: NoPreflightOpt = False,
 ) -> None:
     """Run every episode of an experiment spec: concurrent, resumable, cached, within a budget."""
     from sandbox.content import shipped_experiment
     from sandbox.experiment import load_experiment
     from sandbox.local_server import LocalModelError
+    from sandbox.preflight import PreflightError
     from sandbox.runner import SpecMismatchError, run
     from sandbox.store import RunLockedError
 
@@ -70,8 +73,9 @@ def run_command(
             on_plan=progress.planned,
             on_start=progress.started,
             on_result=progress.finished,
+            preflight=not no_preflight,
         )
-    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError) as exc:
+    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
         fail(str(exc))
         return
     finally:
