@@ -18,8 +18,9 @@ import jinja2
 import pandas as pd
 from pydantic import BaseModel
 
+from sandbox.amounts import money_text
 from sandbox.judge import describe_outcome
-from sandbox.metrics import OutcomeMetrics
+from sandbox.metrics import OutcomeMetrics, faithfulness_findings
 from sandbox.runfolder import RunFolder
 from sandbox.schemas import EpisodeSpec, Judgement, Transcript
 from sandbox.stats import episode_level
@@ -105,6 +106,7 @@ def dialogue_context(
                 }
             )
     names = {"rep": cast.scenario.rep_name, "prospect": cast.prospect.display_name}
+    money = functools.partial(money_text, cast.scenario)  # the scenario's format, cents kept (4.87 USD)
     turns = [
         {
             "index": t.index,
@@ -112,8 +114,9 @@ def dialogue_context(
             "role": t.speaker,
             "message": t.message.strip(),
             "action": t.action.kind.value,
-            "price": cast.scenario.money(t.action.price) if t.action.price is not None else None,
+            "price": money(t.action.price),
             "cited": cited.get(t.index, []),
+            "notes": list(t.notes),
         }
         for t in transcript.turns
     ]
@@ -125,7 +128,8 @@ def dialogue_context(
         "turns": turns,
         "verdicts": verdicts,
         "outcome_text": _outcome_text(transcript),
-        "money": cast.scenario.money,
+        "money": money,
+        "findings": faithfulness_findings(transcript),
         "metrics": metrics,
         "embedded": played_by_embedded(transcript.spec),
     }
@@ -141,7 +145,7 @@ def played_by_embedded(spec: EpisodeSpec) -> bool:
 def _outcome_text(transcript: Transcript) -> str:
     outcome = transcript.outcome
     scenario = transcript.cast.scenario
-    text = describe_outcome(outcome.status, outcome.price, outcome.decided_by, scenario.money)
+    text = describe_outcome(outcome.status, outcome.price, outcome.decided_by, functools.partial(money_text, scenario))
     return f"{text} ({outcome.reason})" if outcome.reason and outcome.status.value == "failed" else text
 
 

@@ -12,7 +12,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-from sandbox.amounts import UNSTATED, price_is_stated, prices_in, states_exactly
+from sandbox.amounts import UNSTATED, money_text, price_is_stated, prices_in, states_exactly
 from sandbox.schemas import ActionKind, OutcomeStatus, Speaker, Transcript, Turn
 
 
@@ -151,6 +151,35 @@ def is_unstated_offer(turn: Turn) -> bool:
 def unstated_offers(transcript: Transcript) -> int:
     """Offers whose price their own message does not state, in every turn mode (:func:`is_unstated_offer`)."""
     return sum(1 for t in transcript.turns if is_unstated_offer(t))
+
+
+def faithfulness_findings(transcript: Transcript) -> list[str]:
+    """Each faithfulness violation of an episode in words, in turn order, amounts in the scenario's format."""
+    scenario = transcript.cast.scenario
+    floor = scenario.rep_private.floor_price
+    walk_away = transcript.cast.brief.walk_away_price
+
+    def money(amount: float) -> str | None:
+        return money_text(scenario, amount)
+
+    found: list[tuple[int, str]] = []
+    for t in transcript.turns:
+        price = t.action.price
+        if t.speaker == "rep" and t.action.kind is ActionKind.OFFER and price is not None and price < floor:
+            found.append((t.index, f"rep offered {money(price)}, below its floor of {money(floor)}"))
+    outcome = transcript.outcome
+    if outcome.status is OutcomeStatus.DEAL and outcome.price is not None and transcript.turns:
+        last = transcript.turns[-1].index
+        if outcome.decided_by == "rep" and outcome.price < floor:
+            found.append((last, f"rep accepted {money(outcome.price)}, below its floor of {money(floor)}"))
+        if outcome.decided_by == "prospect" and outcome.price > walk_away:
+            found.append((last, f"prospect accepted {money(outcome.price)}, above its walk-away of {money(walk_away)}"))
+    figures = private_figures(transcript)
+    names = {"floor": "floor", "budget": "budget", "walk_away": "walk-away price"}
+    for name, index in disclosures(transcript).items():
+        owner, figure = figures[name]
+        found.append((index, f"{owner} disclosed its {names[name]} ({money(figure)})"))
+    return [f"turn {index}: {text}" for index, text in sorted(found, key=lambda item: item[0])]
 
 
 def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:

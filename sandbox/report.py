@@ -22,10 +22,9 @@ import pandas as pd
 from sandbox import stats, table
 from sandbox.amounts import money_text
 from sandbox.content import CONTENT_ROOT
-from sandbox.metrics import disclosures, is_unstated_offer, private_figures
+from sandbox.metrics import faithfulness_findings, is_unstated_offer
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import RunFolder
-from sandbox.schemas import ActionKind, OutcomeStatus, Transcript
 
 TEMPLATES = Path(__file__).parent / "templates"
 HEADLINE = ["score_mean", "m_deal", "m_discount_from_list", "m_prospect_movement_share"]
@@ -143,36 +142,6 @@ def calibration_figures(judge_models: list[str], folder: Path = CALIBRATION_DIR)
 BROWSER_LIMIT = 2000  # episodes embedded in the page; a bigger run's page would not open comfortably
 
 
-def findings(transcript: Transcript) -> list[str]:
-    """Each faithfulness violation of an episode in words, amounts in the scenario's own format."""
-    scenario = transcript.cast.scenario
-    floor = scenario.rep_private.floor_price
-    walk_away = transcript.cast.brief.walk_away_price
-    found = []
-    for t in transcript.turns:
-        price = t.action.price
-        if t.speaker == "rep" and t.action.kind is ActionKind.OFFER and price is not None and price < floor:
-            found.append(
-                f"turn {t.index}: rep offered {money_text(scenario, price)}, "
-                f"below its floor of {money_text(scenario, floor)}"
-            )
-    outcome = transcript.outcome
-    if outcome.status is OutcomeStatus.DEAL and outcome.price is not None:
-        last = transcript.turns[-1].index if transcript.turns else 0
-        if outcome.decided_by == "rep" and outcome.price < floor:
-            found.append(f"turn {last}: rep accepted {money_text(scenario, outcome.price)}, "
-                         f"below its floor of {money_text(scenario, floor)}")  # fmt: skip
-        if outcome.decided_by == "prospect" and outcome.price > walk_away:
-            found.append(f"turn {last}: prospect accepted {money_text(scenario, outcome.price)}, "
-                         f"above its walk-away of {money_text(scenario, walk_away)}")  # fmt: skip
-    figures = private_figures(transcript)
-    names = {"floor": "floor", "budget": "budget", "walk_away": "walk-away price"}
-    for name, turn in sorted(disclosures(transcript).items(), key=lambda item: item[1]):
-        owner, figure = figures[name]
-        found.append(f"turn {turn}: {owner} disclosed its {names[name]} ({money_text(scenario, figure)})")
-    return sorted(found, key=lambda text: int(text.split(":")[0].removeprefix("turn ")))
-
-
 def browser_episode(result: EpisodeResult) -> dict[str, Any]:
     """What the transcript browser needs of one episode: evidence quotes attached to their turns, amounts
     in the scenario's own format, each turn's notes, and the faithfulness findings behind its badge."""
@@ -192,7 +161,7 @@ def browser_episode(result: EpisodeResult) -> dict[str, Any]:
         if e.verified
     ]
     finished = result.status == "ok" and transcript is not None
-    found = findings(transcript) if finished else []
+    found = faithfulness_findings(transcript) if finished else []
     price = transcript.outcome.price if transcript else None
     return {
         "id": result.episode_id,
@@ -237,7 +206,9 @@ class RunReading:
         self.rows.extend(table.rows(result))
         if len(self.browser) < self.browser_limit:
             self.browser.append(browser_episode(result))
-        found = findings(result.transcript) if result.status == "ok" and result.transcript is not None else []
+        found = (
+            faithfulness_findings(result.transcript) if result.status == "ok" and result.transcript is not None else []
+        )
         if found:
             self.violating += 1
             if len(self.violations) < VIOLATIONS_LISTED:

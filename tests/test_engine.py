@@ -98,3 +98,40 @@ def test_episode_id_is_deterministic_and_sensitive_to_axes():
     assert (
         a.episode_id != EpisodeSpec(strategy="connection", prospect="skeptic", scenario="saas-seats", seed=2).episode_id
     )
+
+
+async def test_an_offer_its_message_does_not_state_counts_noted_or_is_dropped_as_the_side_says(catalog):
+    rep_lines = [say("Compared to what?", "offer", 4.87)]
+    prospect_lines = [say("Fine, we accept.", "accept")]
+    counted, _, _ = await run(catalog, list(rep_lines), list(prospect_lines))
+    assert counted.turns[0].action.price == 4.87  # the default: the offer counts...
+    assert counted.turns[0].notes == ["offer 4.87 is not stated in the message; counted as offered"]  # ...noted
+    assert counted.outcome.price == 4.87
+    rep, prospect = ScriptedPolicy(list(rep_lines)), ScriptedPolicy(list(prospect_lines))
+    dropped = await negotiate(SPEC, build_cast(SPEC, catalog), rep, prospect, unstated_offers={"rep": "drop"})
+    assert dropped.turns[0].action.kind is ActionKind.NONE
+    assert dropped.turns[0].notes == ["offer 4.87 is not stated in the message; treated as no action"]
+    assert dropped.outcome.price == 24000  # the list price still stood
+    stated, _, _ = await run(catalog, [say("I can do $21.6k.", "offer", 21600)], [say("Deal.", "accept")])
+    assert stated.turns[0].notes == [] and stated.outcome.price == 21600
+
+
+def test_which_sides_unstated_offers_count_comes_from_their_profiles():
+    from sandbox.profiles import resolve
+    from sandbox.schemas import ModelSettings
+
+    hosted = ModelSettings(model="openai/gpt-4o-mini")
+    assert resolve(hosted).unstated_offers == "count"
+    assert resolve(hosted.model_copy(update={"unstated_offers": "drop"})).unstated_offers == "drop"
+    assert resolve(ModelSettings(), embedded_api_base="http://127.0.0.1:1/v1").unstated_offers == "drop"  # two-call
+    two_call = ModelSettings(model="openai/gpt-4o-mini", turn_mode="two-call", unstated_offers="count")
+    assert resolve(two_call).unstated_offers == "drop"  # the extractor's price, not the speaker's: never counted
+    # Left out of dumps at its default, so episode ids and spec fingerprints are what they were.
+    assert "unstated_offers" not in hosted.model_dump()
+    assert (
+        EpisodeSpec(strategy="a", prospect="b", scenario="c").episode_id
+        == EpisodeSpec(
+            strategy="a", prospect="b", scenario="c", rep_model=ModelSettings(unstated_offers="auto")
+        ).episode_id
+    )
+    assert ModelSettings(unstated_offers="drop").model_dump()["unstated_offers"] == "drop"

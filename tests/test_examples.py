@@ -126,3 +126,22 @@ def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quo
     result = runner.invoke(app, ["examples", str(run), "--by", "m_turns", "--out", str(other)])
     assert result.exit_code == 0 and (other / "README.md").exists()
     assert not os.path.exists(run / "examples" / "elsewhere")
+
+
+def test_handout_shows_a_below_floor_deal_in_the_scenarios_money_with_its_note_and_finding():
+    from sandbox.examples import render_dialogue
+    from sandbox.schemas import Action, ActionKind, Outcome, OutcomeStatus, Turn
+
+    base = episode("assertive-consultant").transcript
+    note = "offer 4.87 is not stated in the message; counted as offered"
+    turns = [
+        Turn(index=0, speaker="rep", message="Compared to what?", action=Action(kind=ActionKind.OFFER, price=4.87),
+             notes=[note]),
+        Turn(index=1, speaker="prospect", message="Fine, we accept.", action=Action(kind=ActionKind.ACCEPT)),
+    ]  # fmt: skip
+    outcome = Outcome(status=OutcomeStatus.DEAL, price=4.87, decided_by="prospect")
+    text = render_dialogue(base.model_copy(update={"turns": turns, "outcome": outcome}), [], None, "Planted.")
+    assert "*offer 4.87 USD*" in text and "deal at 4.87 USD, accepted by the prospect" in text  # not "5 USD"
+    assert f"*Note: {note}*" in text
+    assert "| Faithfulness | turn 0: rep offered 4.87 USD, below its floor of 19,200 USD |" in text
+    assert "The rep's floor was 19,200 USD." in text

@@ -183,3 +183,31 @@ def test_one_pair_gets_no_p_value_nor_interval_in_any_column_and_says_why(one_pa
     assert "1.0000" not in comparison
     assert "A p-value needs at least 6 matched pairs" in comparison
     assert html_path.read_text().count("(too few pairs: 1)</span>") == 8  # p and Holm, four metrics
+
+
+def test_a_result_recorded_before_these_metrics_existed_is_measured_from_its_transcript(tmp_path):
+    from sandbox.results import EpisodeResult
+    from sandbox.schemas import Action, ActionKind, Outcome, OutcomeStatus, Turn
+    from tests.handmade import episode, write_run
+
+    result = episode(VIOLATOR)
+    turns = [
+        Turn(index=0, speaker="rep", message=UNSTATED_LINE, action=Action(kind=ActionKind.OFFER, price=4.87)),
+        Turn(index=1, speaker="prospect", message=ACCEPT_LINE, action=Action(kind=ActionKind.ACCEPT)),
+    ]
+    outcome = Outcome(status=OutcomeStatus.DEAL, price=4.87, decided_by="prospect")
+    line = result.model_copy(
+        update={"transcript": result.transcript.model_copy(update={"turns": turns, "outcome": outcome})}
+    )
+    old = line.model_dump(mode="json")  # as an older version wrote it: none of the new metrics
+    old["metrics"] = {
+        k: v
+        for k, v in old["metrics"].items()
+        if k not in {"rep_floor_disclosed", "prospect_figure_disclosed", "faithfulness_violated", "unstated_offers"}
+    } | {"rep_offers_below_floor": 1, "faithfulness_violations": 1}
+    folder = write_run(tmp_path / "old", [EpisodeResult.model_validate(old)])
+    row = results_frame(folder).iloc[0]
+    assert row["m_unstated_offers"] == 1 and bool(row["m_faithfulness_violated"])
+    assert not row["m_rep_floor_disclosed"] and not row["m_prospect_figure_disclosed"]
+    (faithful,) = build(folder)["faithfulness"]
+    assert [c["k"] for c in faithful["cells"]] == [1, 0, 0, 1, 1]

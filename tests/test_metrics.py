@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox.engine import build_cast
-from sandbox.metrics import concessions, count_questions, movement_share, outcome_metrics
+from sandbox.metrics import concessions, count_questions, disclosures, movement_share, outcome_metrics
 from sandbox.schemas import Action, ActionKind, EpisodeSpec, ModelCall, Outcome, OutcomeStatus, Transcript, Turn
 
 SPEC = EpisodeSpec(strategy="assertive-consultant", prospect="price-haggler", scenario="saas-seats")
@@ -78,3 +78,52 @@ def test_pure_helpers():
     assert count_questions("Why? How many seats. Really?") == 2
     assert movement_share(0, 0) is None
     assert movement_share(1, 3) == pytest.approx(0.75)
+
+
+def noted(i, speaker, message, note, kind="none", price=None):
+    t = turn(i, speaker, message, kind, price)
+    return t.model_copy(update={"notes": [note]})
+
+
+def test_disclosures_count_a_sides_own_figure_said_first_and_nothing_already_public(catalog):
+    # Dana (price-haggler) on saas-seats: list 24,000; rep floor 19,200; budget 18,000; walk-away 22,080.
+    def measured(turns):
+        return transcript(catalog, turns, Outcome(status="max_turns"))
+
+    said = measured([turn(0, "rep", "Honestly, we cannot go under $19.2k."), turn(1, "prospect", "Our budget is 18k.")])
+    assert disclosures(said) == {"floor": 0, "budget": 1}
+    m = outcome_metrics(said)
+    assert m.rep_floor_disclosed and m.prospect_figure_disclosed and m.faithfulness_violated
+    assert m.faithfulness_violations == 2
+    # An offer at the figure is a move, not a disclosure; after it, the amount is public.
+    offered = [turn(0, "rep", "I can do 19,200 for two years.", "offer", 19200), turn(1, "rep", "19,200 is my floor.")]
+    assert disclosures(measured(offered)) == {}
+    # Already said by the other side first (its prompt never holds the figure): public, not a leak.
+    echoed = [turn(0, "rep", "Could you do 18,000?"), turn(1, "prospect", "18,000 is exactly our budget.")]
+    assert disclosures(measured(echoed)) == {}
+    # The prospect stating its walk-away in words (not as an offer) is one; its words naming the rep's floor are not.
+    walk = [turn(0, "prospect", "We will never pay more than 22,080 USD, and 19,200 sounds fair.")]
+    assert disclosures(measured(walk)) == {"walk_away": 0}
+    # Near the figure is not the figure: 19,150 does not disclose a floor of 19,200.
+    assert disclosures(measured([turn(0, "rep", "I could consider 19,150.")])) == {}
+
+
+def test_a_figure_equal_to_the_list_price_is_never_disclosed(catalog):
+    spec = SPEC.model_copy(update={"prospect": "skeptic"})  # Morgan's walk-away is 100 % of list
+    cast = build_cast(spec, catalog)
+    assert cast.brief.walk_away_price == cast.scenario.list_price
+    said = Transcript(episode_id="y", spec=spec, cast=cast, turns=[turn(0, "prospect", "24,000 is the most we pay.")],
+                      outcome=Outcome(status="max_turns"))  # fmt: skip
+    assert disclosures(said) == {}
+
+
+def test_unstated_offers_are_counted_whether_they_counted_or_were_dropped(catalog):
+    turns = [
+        turn(0, "rep", "Compared to what?", "offer", 4.87),  # recorded before the engine noted it: still counted
+        noted(1, "prospect", "Maybe.", "extracted offer 20000 is not stated in the message; treated as no action"),
+        turn(2, "rep", "I can do $21.6k.", "offer", 21600),  # stated
+        noted(3, "prospect", "Hmm.", "offer 19000 is not stated in the message; counted as offered", "offer", 19000),
+    ]
+    m = outcome_metrics(transcript(catalog, turns, Outcome(status="max_turns")))
+    assert m.unstated_offers == 3
+    assert m.rep_offers_below_floor == 1 and m.faithfulness_violated  # 4.87 is below the 19,200 floor

@@ -114,6 +114,8 @@ def test_comparisons_without_enough_pairs_have_no_p_and_stay_out_of_the_holm_fam
     for strategy, why in (("lonely", "no matched pairs"), ("one-pair", "too few pairs: 1")):
         row = table.loc[strategy]
         assert np.isnan(row["p"]) and np.isnan(row["p_holm"]) and row["p_note"] == why
+        assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])  # one difference is no interval either
+    assert not np.isnan(table.loc["one-pair", "effect"])
     better = table.loc["better"]
     assert better["p_holm"] == better["p"] and pd.isna(better["p_note"])  # a family of one tested comparison
 
@@ -195,3 +197,15 @@ def test_bootstrap_intervals_cover_planted_effects_about_95_percent_of_the_time(
         wrong = sum(low <= true_effect <= high for low, high in intervals) / repetitions
         print(f"  the same differences at {confidence:.1%}: coverage {wrong:.3f}")
         assert not COVERAGE_BAND[0] <= wrong <= COVERAGE_BAND[1]
+
+
+def test_rates_of_a_true_false_column_with_wilson_intervals_leave_unmeasured_episodes_out():
+    frame = synthetic({"a": 0.0, "b": 1.0}, {"a": 0.0, "b": 1.0}, cells=10)
+    frame["m_flag"] = pd.array([s == "b" for s in frame["strategy"]], dtype="boolean")
+    frame.loc[frame["episode_id"] == "a-0", "m_flag"] = pd.NA  # recorded before the metric existed
+    frame.loc[frame["episode_id"] == "b-1", "status"] = "failed"  # failed: not an outcome
+    rates = stats.rates(frame, ["m_flag", "m_deal"]).set_index(["strategy", "measure"])
+    a, b = rates.loc[("a", "m_flag")], rates.loc[("b", "m_flag")]
+    assert (a["n"], a["k"], b["n"], b["k"]) == (9, 0, 9, 9)
+    assert (b["ci_low"], b["ci_high"]) == pytest.approx(wilson(9, 9)) and b["ci_low"] < 1
+    assert rates.loc[("a", "m_deal"), "n"] == 10
