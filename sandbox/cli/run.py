@@ -149,7 +149,8 @@ class RunProgress:
         self.progress.update(self.task, advance=1, status=self.status())
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # never started (the preflight stopped the run): nothing to close
+            self.progress.stop()
 
 
 def render_summary(summary) -> None:  # noqa: ANN001
