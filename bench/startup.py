@@ -15,7 +15,8 @@ The commands:
 - ``list``: ``sandbox list``, which calls no model.
 
 "first call" is the moment the model layer is first asked (``sandbox.models.call.complete``), "first
-request" the moment the first HTTP request is handed to httpx (a cassette answers it on replay), both
+request" the moment the first HTTP request is handed to httpx (or httpx2, which newer openai SDKs use;
+a cassette answers it on replay), both
 timed from just before the process is started. Then the import breakdown of the replay command
 (``python -X importtime``): the three top-level packages with the most import time (self time of all
 their modules), and how many modules each brought.
@@ -60,7 +61,7 @@ def patch_call(module):
         mark("first_call")
         return await complete(*a, **k)
     module.complete = timed
-HOOKS = {"httpx": patch_httpx, "sandbox.models.call": patch_call}
+HOOKS = {"httpx": patch_httpx, "httpx2": patch_httpx, "sandbox.models.call": patch_call}
 class Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         hook = HOOKS.pop(name, None)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sandbox.models import Endpoint, complete, complete_structured, is_transient, retry_after_seconds
 from sandbox.models.errors import ConfigurationError, configuration_problem
 from sandbox.models.prices import cost_usd, litellm_knows_cost, litellm_supports_schema, price_table
-from sandbox.models.transports import openai_client
+from sandbox.models.transports import close_clients, http_client
 from sandbox.profiles import resolve
 from sandbox.runtime import REPLAY_API_BASE
 from sandbox.schemas import ModelSettings
@@ -145,6 +145,23 @@ async def test_a_missing_key_is_a_configuration_error_on_both_transports(transpo
     assert "no API key" in exc.value.reason
 
 
+def test_the_wire_transports_errors_are_classified_as_the_sdks_and_litellms():
+    """litellm raises its subclasses of the SDK's exceptions; the wire transport raises ProviderStatusError
+    and httpx's own; all are read the same way."""
+    from sandbox.models.errors import MissingKeyError, ProviderStatusError
+
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    for code, transient in [(429, True), (500, True), (503, True), (400, False), (401, False), (404, False)]:
+        error = ProviderStatusError.of(httpx.Response(code, headers={"retry-after": "3"}, request=request))
+        assert is_transient(error) is transient and retry_after_seconds(error) == 3, code
+    assert "credentials rejected" in configuration_problem(ProviderStatusError("x", 403))
+    assert "not found" in configuration_problem(ProviderStatusError("x", 404))
+    assert is_transient(httpx.ReadTimeout("slow", request=request))
+    assert is_transient(httpx.RemoteProtocolError("Server disconnected", request=request))
+    assert not is_transient(httpx.UnsupportedProtocol("htp://x"))
+    assert "no API key" in configuration_problem(MissingKeyError("no key is set for openai/x"))
+
+
 def test_sdk_errors_are_classified_like_litellms():
     request = httpx.Request("POST", "http://x/v1/chat/completions")
 
@@ -167,21 +184,20 @@ def test_sdk_errors_are_classified_like_litellms():
     assert "no API key" in configuration_problem(missing) and not is_transient(missing)
 
 
-async def test_one_sdk_client_per_endpoint_and_loop_never_retrying():
-    a = Endpoint(model="openai/x", api_base="http://127.0.0.1:1/v1", api_key="k", transport="openai")
-    b = dataclasses.replace(a, api_base="http://127.0.0.1:2/v1")
-    client = openai_client(a)
-    assert openai_client(a) is client and openai_client(b) is not client
-    assert client.max_retries == 0  # tenacity alone retries
+async def test_one_pooled_client_per_event_loop():
+    client = http_client()
+    assert http_client() is client
 
     async def other_loop() -> Any:
-        return openai_client(a)
+        return http_client()
 
     loop = asyncio.new_event_loop()
     try:
         assert await asyncio.to_thread(loop.run_until_complete, other_loop()) is not client
     finally:
         loop.close()
+    await close_clients()
+    assert http_client() is not client
 
 
 # --------------------------------------------------------------------------- litellm's table, without litellm
@@ -229,12 +245,14 @@ def test_price_table_answers_as_litellm_does():
 
 
 def test_a_replay_on_the_embedded_profile_never_imports_litellm(tmp_path):
-    """`sandbox negotiate --cassette` replays its 12 recorded calls through the SDK: litellm (about 4 s
-    of import) is never loaded, nor its price table read."""
+    """`sandbox negotiate --cassette` replays its 12 recorded calls over httpx: neither litellm (about 4 s
+    of import) nor the openai SDK (about 0.6 s) is loaded, nor litellm's price table read."""
     out = tmp_path / "t.json"
     probe = (
         "import atexit, sys\n"
         "atexit.register(lambda: print('LOADED', sorted(m for m in ('litellm', 'openai') if m in sys.modules)))\n"
+        "import sandbox.models.prices as p\n"
+        "atexit.register(lambda: print('TABLE', p.price_table.cache_info().currsize))\n"
         "from sandbox.cli import app\n"
         "app()\n"
     )
@@ -245,11 +263,11 @@ def test_a_replay_on_the_embedded_profile_never_imports_litellm(tmp_path):
         [sys.executable, "-c", probe, *args, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
-    assert "LOADED ['openai']" in completed.stdout
+    assert "LOADED []" in completed.stdout and "TABLE 0" in completed.stdout
     assert len(json.loads(out.read_text())["turns"]) > 0
 
 
-async def test_the_sdks_debug_lines_are_logged_without_the_key(tmp_path, monkeypatch, fast_retries):
+async def test_the_wire_transports_debug_lines_are_logged_without_the_key(tmp_path, monkeypatch, fast_retries):
     import secrets
 
     from sandbox.runlog import run_log
@@ -262,5 +280,5 @@ async def test_the_sdks_debug_lines_are_logged_without_the_key(tmp_path, monkeyp
         sent = [h.get("Authorization", "") for h in provider.headers]
     log = path.read_text()
     assert result.call.attempts == 2 and all(key in h for h in sent)  # the key was really used, twice
-    assert "openai._base_client" in log and "HTTP Request: POST" in log and "retry " in log
+    assert "HTTP Request: POST" in log and "500 Internal Server Error" in log and "retry " in log
     assert key not in log

@@ -26,11 +26,36 @@ class CassetteMissError(ModelCallError):
 
 
 class EmptyResponseError(Exception):
-    """A 200 response with no choices: a provider glitch, worth another try."""
+    """A 200 response with no choices, or whose body is not JSON: a provider glitch, worth another try."""
+
+
+class ProviderStatusError(Exception):
+    """An error status from an endpoint called over the OpenAI wire format: the code, the response
+    (its Retry-After is honoured) and the start of the body, in the openai SDK's words."""
+
+    def __init__(self, message: str, status_code: int, response: Any = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.response = response
+
+    @classmethod
+    def of(cls, response: Any) -> ProviderStatusError:
+        body = " ".join(response.text.split())[:300]
+        return cls(f"Error code: {response.status_code} - {body}", response.status_code, response)
+
+
+class MissingKeyError(Exception):
+    """No API key given and none in the environment."""
 
 
 class StructuredOutputError(ModelCallError):
     """The model's output did not validate, even after one repair attempt."""
+
+
+def _httpx_transient() -> tuple[type[BaseException], ...]:
+    """httpx's timeouts, dropped connections and broken replies (never its own misuse errors)."""
+    httpx = sys.modules.get("httpx")
+    return (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) if httpx is not None else ()
 
 
 def _openai() -> Any:
@@ -148,7 +173,9 @@ def is_transient(exc: BaseException, answered_before: bool = False) -> bool:
     openai = _openai()
     if openai is not None and isinstance(exc, _permanent_types(openai)):
         return False
-    if isinstance(exc, EmptyResponseError) or (openai is not None and isinstance(exc, _transient_types(openai))):
+    if isinstance(exc, (EmptyResponseError, *_httpx_transient())):
+        return True
+    if openai is not None and isinstance(exc, _transient_types(openai)):
         return True
     code = status_code_of(exc)
     return code is not None and (code == 429 or code >= 500)

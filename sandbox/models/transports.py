@@ -1,25 +1,33 @@
-"""How one request reaches its model: the openai SDK's async client, or litellm.
+"""How one request reaches its model: the OpenAI wire format over httpx, or litellm.
 
 The endpoint's ``transport`` (chosen by its profile) decides. OpenAI itself and every server that
-speaks its wire format get the SDK directly: the same request body litellm would send (so cassettes
-recorded through either replay under both), without litellm's import (about 4 s) or its per-call
-work. Every other provider goes through litellm, imported on its first request. Both are told never
-to retry (tenacity alone does), both report a cassette miss as its own error, and both return the
-provider's response as an object with ``choices`` and ``usage``.
+speaks its wire format (``POST {api_base}/chat/completions``) get one plain httpx request: the body
+litellm would send (so cassettes recorded through either replay under both), without litellm's
+import (about 4 s), the openai SDK's (about 0.6 s: it loads every type of its API) or their per-call
+work. Every other provider goes through litellm, imported on its first request. Neither retries
+(tenacity alone does); both report a cassette miss as its own error and return the response as an
+object with ``choices`` and ``usage``. An error status raises :class:`ProviderStatusError`, which the
+error rules read by its status code, as they read litellm's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import os
+import types
 import weakref
 from typing import Any
 
 from sandbox.models import prices
 from sandbox.models.endpoint import Endpoint
-from sandbox.models.errors import CassetteMissError, EmptyResponseError, cassette_miss_detail
+from sandbox.models.errors import (
+    CassetteMissError,
+    EmptyResponseError,
+    MissingKeyError,
+    ProviderStatusError,
+    cassette_miss_detail,
+)
 
 # litellm's own arguments, never part of a request body.
 LITELLM_ONLY = {"model", "api_base", "api_key", "timeout", "num_retries", "max_retries"}
@@ -49,70 +57,60 @@ def cost_of(endpoint: Endpoint, response: Any) -> float | None:
     return _litellm_cost(response, endpoint.model)
 
 
-# --------------------------------------------------------------------------- the openai SDK
+# --------------------------------------------------------------------------- the OpenAI wire format
 
-# One client per (api_base, key) and event loop: its connection pool belongs to the loop that opened it,
-# and a command (or a test session) may run several loops one after another.
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, str | None], Any]] = (
-    weakref.WeakKeyDictionary()
-)
+# One pooled client per event loop (its connections belong to the loop that opened them, and a command,
+# or a test session, may run several loops one after another); the pool's limits are the openai SDK's.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+OPENAI_API_BASE = "https://api.openai.com/v1"
 
 
-def openai_client(endpoint: Endpoint) -> Any:
-    """The loop's client for this endpoint, made on first use. With no key given, the SDK reads
-    ``OPENAI_API_KEY`` (and says so in one line when it is not set, a configuration error)."""
-    from openai import AsyncOpenAI
+def http_client() -> Any:
+    """The running loop's client, made on first use; never retries (tenacity alone does)."""
+    import httpx
 
-    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
-    key = (endpoint.api_base, endpoint.api_key)
-    client = clients.get(key)
+    loop = asyncio.get_running_loop()
+    client = _CLIENTS.get(loop)
     if client is None:
-        base_url = endpoint.api_base or os.environ.get("OPENAI_API_BASE")  # None: OPENAI_BASE_URL or OpenAI's
-        client = AsyncOpenAI(api_key=endpoint.api_key, base_url=base_url, max_retries=0)
-        clients[key] = client
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        client = _CLIENTS[loop] = httpx.AsyncClient(limits=limits, follow_redirects=True)
     return client
 
 
 async def close_clients() -> None:
-    """Close this loop's clients (their pooled connections); the next request makes new ones."""
-    for client in (_CLIENTS.pop(asyncio.get_running_loop(), None) or {}).values():
-        await client.close()
+    """Close the running loop's client (its pooled connections); the next request makes a new one."""
+    client = _CLIENTS.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
-@functools.lru_cache(maxsize=1)
-def _sdk_parameters() -> frozenset[str]:
-    """The request fields the SDK's ``chat.completions.create`` takes by name; any other goes in
-    ``extra_body``, as litellm passes them, so the JSON body is the same."""
-    from openai.resources.chat.completions import AsyncCompletions
-
-    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self", "extra_body", "timeout"}
-
-
-def openai_request(endpoint: Endpoint, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The SDK's arguments for litellm's: the model's own name (the provider prefix is litellm's
-    routing), the same fields, the timeout per request."""
-    known = _sdk_parameters()
-    arguments: dict[str, Any] = {"model": endpoint.model.split("/", 1)[1] if "/" in endpoint.model else endpoint.model}
-    extra: dict[str, Any] = {}
+def openai_request(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """URL, JSON body and headers for litellm's keyword arguments: the body litellm sends (its own
+    arguments left out, ``extra_body`` merged in, the model under its own name: the provider prefix is
+    litellm's routing), so a cassette recorded through either transport replays through both."""
+    key = endpoint.api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise MissingKeyError(f"no key is set for {endpoint.model}: OPENAI_API_KEY is not in the environment")
+    base = endpoint.api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+    body: dict[str, Any] = {"model": endpoint.model.split("/", 1)[1] if "/" in endpoint.model else endpoint.model}
     for name, value in kwargs.items():
-        if name in LITELLM_ONLY:
-            continue
         if name == "extra_body":
-            extra |= value or {}
-        elif name in known:
-            arguments[name] = value
-        else:
-            extra[name] = value
-    if extra:
-        arguments["extra_body"] = extra
-    if "timeout" in kwargs:
-        arguments["timeout"] = kwargs["timeout"]
-    return arguments
+            body |= value or {}
+        elif name not in LITELLM_ONLY:
+            body[name] = value
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    return f"{(base or OPENAI_API_BASE).rstrip('/')}/chat/completions", body, headers
 
 
 async def _send_openai(endpoint: Endpoint, kwargs: dict[str, Any]) -> Any:
-    client = openai_client(endpoint)
-    return await client.chat.completions.create(**openai_request(endpoint, kwargs))
+    url, body, headers = openai_request(endpoint, kwargs)
+    response = await http_client().post(url, json=body, headers=headers, timeout=kwargs.get("timeout", 60.0))
+    if response.status_code >= 400:
+        raise ProviderStatusError.of(response)
+    try:  # attributes, as the SDK's and litellm's response objects have them: choices[0].message.content, usage
+        return response.json(object_hook=lambda fields: types.SimpleNamespace(**fields))
+    except ValueError as exc:  # a reply cut short: a glitch, as litellm counts it
+        raise EmptyResponseError(f"response was not JSON ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- litellm
