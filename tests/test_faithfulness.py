@@ -151,6 +151,7 @@ def test_page_shows_the_badge_and_filters_violations_in_headless_chromium(plante
             page.goto(url)
             assert page.locator("#faithfulness-table tr").count() == 3
             assert page.locator("#faithfulness-table td.hit").count() == 3  # below floor, any, unstated
+            assert page.locator("#faithfulness-table td.hit.soft").count() == 1  # unstated: no violation itself
             assert page.locator("#episode-list .badge").count() == 6
             page.select_option("#f-faithfulness", "violation")
             assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
