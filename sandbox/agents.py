@@ -8,6 +8,7 @@ from a message reliably under a grammar, so it gets two calls: text, then extrac
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -110,10 +111,26 @@ def clean_message(text: str, own_name: str, other_name: str) -> str:
         kept.append(line.strip())
     message = " ".join(part for part in kept if part).strip()
     if len(message) > MAX_MESSAGE_CHARS:
-        cut = message[:MAX_MESSAGE_CHARS]
-        end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
-        message = cut[: end + 1] if end > 0 else cut
-    return message
+        message = message[:MAX_MESSAGE_CHARS]
+    return _whole_sentences(message)
+
+
+_SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]]*(?=\s|$)")
+_MIN_KEPT = 20  # never cut a message down to less than this: a short unpunctuated reply stands
+
+
+def _whole_sentences(message: str) -> str:
+    """Drop a last sentence the model was cut off in (it ran out of tokens mid-thought).
+
+    Words that were never finished were never said: "I can offer 21,000 if you sign for" must not
+    reach the other side, the extraction call or the judge. A message with no sentence end at all
+    is kept whole (a short reply like "Sure thing" needs no full stop).
+    """
+    ends = [m.end() for m in _SENTENCE_END.finditer(message)]
+    if not ends or ends[-1] == len(message):
+        return message
+    kept = [end for end in ends if end >= _MIN_KEPT]
+    return message[: kept[-1]] if kept else message
 
 
 _AGREEMENT = re.compile(
@@ -145,13 +162,42 @@ def verify_action(action: Action, message: str) -> tuple[Action, str | None]:
     return action, None
 
 
+def _plain(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+NEAR_COPY = 0.8  # difflib ratio at or above which a message is a copy with a word or two changed
+
+
 def is_echo(text: str, conversation: list[Message]) -> bool:
     """A tiny model sometimes repeats the line it was given (or the opening cue) instead of answering."""
     if not conversation or conversation[-1]["role"] != "user":
         return False
-    said = " ".join(text.lower().split())
-    last = " ".join(conversation[-1]["content"].lower().split())
-    return len(said) >= 10 and said in last
+    said = _plain(text)
+    last = _plain(conversation[-1]["content"])
+    if len(said) < 10:
+        return False
+    return said in last or difflib.SequenceMatcher(None, said, last).ratio() >= NEAR_COPY
+
+
+def repeats_itself(text: str, conversation: list[Message]) -> bool:
+    """The message is one the speaker has already said (the 135M model loops on its favourite line)."""
+    said = _plain(text)
+    if len(said) < 20:
+        return False
+    own = [_plain(m["content"]) for m in conversation if m["role"] == "assistant"]
+    return any(said in line or difflib.SequenceMatcher(None, said, line).ratio() >= NEAR_COPY for line in own)
+
+
+def degenerate(text: str, conversation: list[Message]) -> str | None:
+    """Why a message cannot stand as a turn (recorded on the discarded call), or None if it can."""
+    if len(text) < 2 or not re.search(r"[A-Za-z]", text):
+        return "empty or unusable message"
+    if is_echo(text, conversation):
+        return "message only echoes the other side's last line"
+    if repeats_itself(text, conversation):
+        return "message repeats one of the speaker's own earlier lines"
+    return None
 
 
 class TwoCallPolicy:
@@ -178,14 +224,15 @@ class TwoCallPolicy:
             )
             calls.append(completion.call)
             text = clean_message(completion.text, request.own_name, request.other_name)
-            if is_echo(text, request.conversation):
-                completion.call.error = "message only echoes the other side's last line"
-                continue
-            if len(text) >= 2 and re.search(r"[A-Za-z]", text):
+            problem = degenerate(text, request.conversation)
+            if problem is None:
                 return text, calls
-            completion.call.error = "empty or unusable message"
+            completion.call.error = problem
+        reasons = "; ".join(sorted({c.error for c in calls if c.error}))
         raise JunkOutputError(
-            f"{self.endpoint.label} ({request.speaker}:message) gave no usable message in {len(calls)} tries", calls
+            f"{self.endpoint.label} ({request.speaker}:message) gave no usable message in {len(calls)} tries"
+            f" ({reasons})",
+            calls,
         )
 
     async def take_turn(self, request: TurnRequest) -> TurnResult:

@@ -54,7 +54,6 @@ class Profile:
     # How a two-call turn treats a message that is empty, a label or an echo of the other side:
     # tried again with another seed, up to this many messages in all.
     message_attempts: int = 2
-    history_turns: int | None = None  # the last N turns the model sees (None: the whole dialogue)
     extra_body: dict[str, Any] = field(default_factory=dict)  # server-specific sampling, sent as-is
 
     @property
@@ -84,18 +83,26 @@ class Profile:
         return self.settings.timeout_s
 
     def sampling(self) -> dict[str, Any]:
-        """Extra request fields for free-text turns: repetition controls and server-specific sampling."""
-        return {
+        """Extra request fields for free-text turns: repetition controls and server-specific sampling
+        (sent as ``extra_body``, which litellm and the OpenAI SDK both merge into the request as-is)."""
+        fields: dict[str, Any] = {
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
-            **self.extra_body,
         }
+        if self.extra_body:
+            fields["extra_body"] = dict(self.extra_body)
+        return fields
 
 
 # --------------------------------------------------------------------------- the embedded model
 
 EMBEDDED_SLOTS = 4  # the embedded server's default parallel slots when nobody says otherwise
 EMBEDDED_FREQUENCY_PENALTY = 0.5  # the 135M model loops on one sentence without it
+# llama.cpp's DRY sampler ("don't repeat yourself") penalises continuing any token sequence already in
+# the context, prompt included: it stops the 135M model copying the other side's line or its own last
+# one, which a frequency penalty (single tokens) does not. Measured by bench/embedded_dialogue.py.
+EMBEDDED_SAMPLING = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 3, "dry_penalty_last_n": 4096}
+EMBEDDED_MESSAGE_ATTEMPTS = 4  # an echo or a loop is thrown away and written again with another seed
 EMBEDDED_JUDGE_CONCURRENCY = 1  # the slot that judged the last criterion still holds the transcript in cache
 HOSTED_JUDGE_CONCURRENCY = 4
 
@@ -133,6 +140,8 @@ def _embedded(settings: ModelSettings, api_base: str | None, slots: int) -> Prof
         frequency_penalty=_or(settings.frequency_penalty, EMBEDDED_FREQUENCY_PENALTY),
         presence_penalty=settings.presence_penalty,
         embedded=True,
+        message_attempts=EMBEDDED_MESSAGE_ATTEMPTS,
+        extra_body=dict(EMBEDDED_SAMPLING),
     )
 
 

@@ -56,3 +56,86 @@ def test_echo_of_the_last_line_is_not_an_answer():
     assert is_echo("Greet Victor and ask your first question.", conversation)
     assert not is_echo("Hello Victor, what brings you to Ledgerline today?", conversation)
     assert not is_echo("Greet Victor", [{"role": "assistant", "content": "Greet Victor"}])
+
+
+def test_a_sentence_cut_off_by_the_token_limit_is_not_said():
+    assert clean_message("Hello there, Victor. I can offer 21,000 if you sign for", "J", "V") == "Hello there, Victor."
+    assert clean_message("Hi Victor! What brings you here today? I was", "J", "V") == (
+        "Hi Victor! What brings you here today?"
+    )
+    assert clean_message("Sure thing", "J", "V") == "Sure thing"  # nothing ends: kept whole
+    assert clean_message("Ok. So what do you", "J", "V") == "Ok. So what do you"  # would leave too little
+
+
+def test_degenerate_messages_say_why():
+    from sandbox.agents import degenerate
+
+    said_before = [
+        {"role": "user", "content": "Hello, what do you sell?"},
+        {"role": "assistant", "content": "We sell payroll software for growing teams of any size."},
+        {"role": "user", "content": "What does it cost for forty people?"},
+    ]
+    assert degenerate("", said_before) == "empty or unusable message"
+    assert degenerate("?!", said_before) == "empty or unusable message"
+    assert "echoes" in degenerate("What does it cost for forty people??", said_before)
+    assert "echoes" in degenerate("What does it cost for forty people", said_before)  # a near-copy
+    assert "own earlier" in degenerate("We sell payroll software for growing teams of any size!", said_before)
+    assert degenerate("For forty people it is 24,000 USD a year.", said_before) is None
+
+
+def test_the_embedded_profile_sends_dry_sampling_as_extra_body():
+    embedded = resolve(ModelSettings(), "http://127.0.0.1:5000/v1")
+    sampling = embedded.sampling()
+    assert sampling["extra_body"]["dry_multiplier"] > 0 and embedded.message_attempts >= 3
+    assert "extra_body" not in resolve(ModelSettings(model="openai/gpt-4o-mini")).sampling()
+
+
+def _two_call_request():
+    from sandbox.agents import TurnRequest
+
+    return TurnRequest(
+        speaker="rep",
+        system_prompt="You are Jordan.",
+        conversation=[{"role": "user", "content": "Victor has joined the call. Greet Victor."}],
+        own_name="Jordan",
+        other_name="Victor",
+        standing_offer=None,
+        currency="USD",
+        seed=5,
+    )
+
+
+def test_a_degenerate_message_is_written_again_with_another_seed():
+    import asyncio
+    import json
+
+    from tests.fake_provider import FakeProvider, Reply
+
+    script = [
+        Reply(content="Victor has joined the call. Greet Victor."),  # an echo of the cue
+        Reply(content="Hi Victor, good to meet you. What made you look at payroll tools?"),
+        Reply(content=json.dumps({"action": "none", "price": None})),
+    ]
+    with FakeProvider(script) as fake:
+        profile = resolve(ModelSettings(max_tokens=40), fake.api_base)
+        result = asyncio.run(policy_for(profile).take_turn(_two_call_request()))
+    assert result.message.startswith("Hi Victor") and result.action.kind is ActionKind.NONE
+    assert [c.error for c in result.calls][:2] == ["message only echoes the other side's last line", None]
+    seeds = [r["seed"] for r in fake.requests[:2]]
+    assert seeds[0] != seeds[1]
+    assert fake.requests[0]["dry_multiplier"] > 0  # extra_body reaches the wire as top-level fields
+
+
+def test_messages_that_never_stand_fail_the_turn_with_their_reasons():
+    import asyncio
+
+    import pytest
+
+    from sandbox.agents import JunkOutputError
+    from tests.fake_provider import FakeProvider, Reply
+
+    with FakeProvider([Reply(content="Victor has joined the call. Greet Victor.")]) as fake:
+        profile = resolve(ModelSettings(), fake.api_base)
+        with pytest.raises(JunkOutputError, match="echoes the other side") as failure:
+            asyncio.run(policy_for(profile).take_turn(_two_call_request()))
+    assert len(failure.value.calls) == profile.message_attempts == len(fake.requests)
