@@ -172,6 +172,18 @@ def test_a_missing_key_fails_the_preflight_without_a_request(no_key):
     assert "no API key" in line and "OPENAI_API_KEY" in line and "openai/gpt-4o-mini" in line
 
 
+def test_an_unknown_provider_at_a_server_is_told_what_to_write(no_key):
+    with FakeProvider([Reply()]) as provider:
+        models = [ModelSettings(model=m, api_base=provider.api_base) for m in ("nosuchprovider/x", "openai_like/x")]
+        with pytest.raises(PreflightError) as caught:
+            require_ready(models)
+    print("\n" + "\n".join(caught.value.problems))
+    assert len(caught.value.problems) == 2 and provider.checks == [] and provider.requests == []
+    for line in caught.value.problems:  # litellm says "not provided" for one, "unmapped" for the other
+        assert "unknown provider" in line and "openai/NAME for an OpenAI-compatible api_base" in line
+        assert "failed after" not in line
+
+
 def test_a_replay_checks_nothing_and_the_embedded_model_is_not_checked(no_key):
     refused = ModelSettings(model=f"openai/{SERVED}", api_base=refused_base())
     require_ready([refused], cassette=Path("cassettes/any.yaml"), record=False)  # the cassette answers

@@ -150,8 +150,11 @@ def configuration_problem(exc: BaseException, answered_before: bool = False) -> 
     text = " ".join(str(e) for e in chain).lower()
     if any(marker in text for marker in _MISSING_KEY):
         return "no API key: set the provider's key in the environment (e.g. OPENAI_API_KEY)"
-    if "llm provider not provided" in text:
-        return "unknown provider: write the model as provider/name (e.g. openai/gpt-4o-mini), or give an api_base"
+    if "llm provider not provided" in text or "unmapped llm provider" in text:
+        return (
+            "unknown provider: write the model as provider/name (e.g. openai/gpt-4o-mini; "
+            "openai/NAME for an OpenAI-compatible api_base)"
+        )
     if not answered_before and any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "connection refused: nothing listens at the api_base; start the server or fix the address"
     openai = _openai()
