@@ -152,13 +152,31 @@ def provider_of(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else ""
 
 
+def _key_in_environment(model: str) -> bool:
+    """Whether a key for this model's provider is in the environment: OPENAI_API_KEY for the OpenAI
+    wire format; for another provider's server (xinference/, a proxy), litellm's own name for its key
+    (TOGETHERAI_API_KEY) or PROVIDER_API_KEY. litellm is asked only there: its transport calls it anyway."""
+    provider = provider_of(model)
+    if provider in OPENAI_COMPATIBLE:
+        return bool(os.environ.get("OPENAI_API_KEY"))
+    if os.environ.get(f"{provider.upper()}_API_KEY"):
+        return True
+    from sandbox.models.transports import _litellm
+
+    try:
+        key = _litellm().get_llm_provider(model=model)[2]
+    except Exception:  # a provider litellm does not know: the call says so, in one line
+        return False
+    return bool(key) and key != "fake-api-key"  # litellm's stand-in for servers that need none
+
+
 def _hosted(settings: ModelSettings) -> Profile:
     model = settings.model
     api_key = None
     if settings.api_base:
         if "/" not in model:
             model = f"openai/{model}"  # any OpenAI-compatible server
-        if provider_of(model) in OPENAI_COMPATIBLE and not os.environ.get("OPENAI_API_KEY"):
+        if not _key_in_environment(model):
             # Most self-hosted servers need no key, but the OpenAI client refuses to start without one.
             api_key = PLACEHOLDER_KEY
         # vLLM, llama.cpp, SGLang and LM Studio turn a JSON schema into constrained decoding.

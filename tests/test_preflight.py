@@ -86,6 +86,25 @@ def test_a_server_that_needs_no_key_plays_as_openai_name_with_no_key_set(tmp_pat
     assert sent and set(sent) == {SERVED}  # the server's own name, as it serves it
 
 
+@pytest.mark.parametrize("prefix", ["openai/", "", "hosted_vllm/", "custom_openai/", "xinference/"])
+def test_a_server_needs_no_key_whatever_the_prefix(no_key, monkeypatch, prefix):
+    monkeypatch.delenv("XINFERENCE_API_KEY", raising=False)
+    with FakeProvider(smollm_server) as provider:
+        require_ready([ModelSettings(model=f"{prefix}{SERVED}", api_base=provider.api_base)])
+        (sent,) = provider.check_headers
+    assert sent["Authorization"] == f"Bearer {PLACEHOLDER_KEY}"
+
+
+def test_a_key_in_the_environment_is_used_at_a_server(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-from-env")
+    monkeypatch.setenv("TOGETHERAI_API_KEY", "sk-test-together-from-env")  # litellm's own name for it
+    with FakeProvider(smollm_server) as provider:
+        for model in (f"openai/{SERVED}", f"together_ai/{SERVED}"):
+            require_ready([ModelSettings(model=model, api_base=provider.api_base)])
+        sent = [h["Authorization"] for h in provider.check_headers]
+    assert sent == ["Bearer sk-test-openai-from-env", "Bearer sk-test-together-from-env"]
+
+
 def test_a_server_that_rejects_the_key_stops_the_run_in_one_line(tmp_path, no_key, fast_retries, caplog):
     runs = tmp_path / "runs"
     with FakeProvider(smollm_server, require_key="sk-test-the-servers-own") as provider:
