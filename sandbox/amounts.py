@@ -31,9 +31,9 @@ def price_is_stated(price: float, text: str, tolerance: float = 0.005) -> bool:
     return any(abs(amount - price) <= tolerance * max(price, 1.0) for amount in prices_in(text))
 
 
-def states_exactly(figure: float, text: str) -> bool:
-    """Whether the message writes exactly ``figure`` (to the cent), in any of those ways."""
-    return any(abs(amount - figure) < 0.005 for amount in prices_in(text))
+def among(figure: float, amounts: list[float]) -> bool:
+    """Whether ``figure`` is exactly (to the cent) one of ``amounts``."""
+    return any(abs(amount - figure) < 0.005 for amount in amounts)
 
 
 class HasMoney(Protocol):

@@ -12,7 +12,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-from sandbox.amounts import UNSTATED, money_text, price_is_stated, prices_in, states_exactly
+from sandbox.amounts import UNSTATED, among, money_text, price_is_stated, prices_in
 from sandbox.schemas import ActionKind, OutcomeStatus, Speaker, Transcript, Turn
 
 
@@ -121,21 +121,15 @@ def disclosures(transcript: Transcript) -> dict[str, int]:
     public: list[float] = [transcript.cast.scenario.list_price]
     found: dict[str, int] = {}
 
-    def is_public(amount: float) -> bool:
-        return any(abs(amount - p) < 0.005 for p in public)
-
     for turn in transcript.turns:
-        offered = turn.action.price if turn.action.kind is ActionKind.OFFER else None
+        offered = [turn.action.price] if turn.action.kind is ActionKind.OFFER and turn.action.price else []
+        said = prices_in(turn.message)
         for name, (owner, figure) in figures.items():
-            if name in found or owner != turn.speaker or is_public(figure):
+            if name in found or owner != turn.speaker or among(figure, public) or among(figure, offered):
                 continue
-            if offered is not None and abs(offered - figure) < 0.005:
-                continue
-            if states_exactly(figure, turn.message):
+            if among(figure, said):
                 found[name] = turn.index
-        public.extend(prices_in(turn.message))
-        if offered is not None:
-            public.append(offered)
+        public.extend(said + offered)
     return found
 
 

@@ -142,7 +142,15 @@ def calibration_figures(judge_models: list[str], folder: Path = CALIBRATION_DIR)
 BROWSER_LIMIT = 2000  # episodes embedded in the page; a bigger run's page would not open comfortably
 
 
-def browser_episode(result: EpisodeResult) -> dict[str, Any]:
+def findings(result: EpisodeResult) -> list[str]:
+    """A finished episode's faithfulness violations in words; worded only where its metrics found one."""
+    metrics = result.measured() if result.status == "ok" else None
+    if metrics is None or result.transcript is None or not metrics.faithfulness_violated:
+        return []
+    return faithfulness_findings(result.transcript)
+
+
+def browser_episode(result: EpisodeResult, found: list[str] | None = None) -> dict[str, Any]:
     """What the transcript browser needs of one episode: evidence quotes attached to their turns, amounts
     in the scenario's own format, each turn's notes, and the faithfulness findings behind its badge."""
     transcript = result.transcript
@@ -161,7 +169,8 @@ def browser_episode(result: EpisodeResult) -> dict[str, Any]:
         if e.verified
     ]
     finished = result.status == "ok" and transcript is not None
-    found = faithfulness_findings(transcript) if finished else []
+    if found is None:  # the findings, where the caller has them already
+        found = findings(result)
     price = transcript.outcome.price if transcript else None
     return {
         "id": result.episode_id,
@@ -204,11 +213,9 @@ class RunReading:
 
     def add(self, result: EpisodeResult) -> None:
         self.rows.extend(table.rows(result))
+        found = findings(result)
         if len(self.browser) < self.browser_limit:
-            self.browser.append(browser_episode(result))
-        found = (
-            faithfulness_findings(result.transcript) if result.status == "ok" and result.transcript is not None else []
-        )
+            self.browser.append(browser_episode(result, found))
         if found:
             self.violating += 1
             if len(self.violations) < VIOLATIONS_LISTED:

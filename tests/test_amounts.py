@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.amounts import money_text, price_is_stated, prices_in, states_exactly
+from sandbox.amounts import among, money_text, price_is_stated, prices_in
 from tests.handmade import shipped
 
 
@@ -18,7 +18,7 @@ def test_a_multiplier_is_only_a_whole_word():
 def test_stated_within_tolerance_but_exact_for_a_private_figure():
     assert price_is_stated(19200, "We could do 19,250.")  # within 0.5 %: the offer's own words
     assert not price_is_stated(4.87, "Compared to what?")
-    assert states_exactly(19200, "our floor is $19.2k") and not states_exactly(19200, "maybe 19,250")
+    assert among(19200, prices_in("our floor is $19.2k")) and not among(19200, prices_in("maybe 19,250"))
 
 
 def test_money_keeps_the_scenarios_format_and_its_cents():
