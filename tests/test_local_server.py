@@ -49,3 +49,15 @@ def test_server_stops_when_the_block_fails():
         raise RuntimeError("boom")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{base}/health", timeout=1.0)
+
+
+def test_embedded_threads_follow_the_environment(monkeypatch):
+    from sandbox.local_server import THREADS_ENV, LocalModelError, default_threads
+
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert default_threads() == 1
+    monkeypatch.setenv(THREADS_ENV, "lots")
+    with pytest.raises(LocalModelError, match=THREADS_ENV):
+        default_threads()
+    monkeypatch.delenv(THREADS_ENV)
+    assert default_threads() >= 1
