@@ -165,7 +165,13 @@ def short_reason(error: str | None) -> str:
     for marker in ("cassette miss", "returned invalid", "gave no usable message"):
         if marker in error:
             return marker
+    where = _WHERE.match(error)
+    if where:  # a configuration error: "MODEL at URL (purpose): what is wrong: what to change [detail]"
+        return error[where.end() :].split(" [", 1)[0].split(": ", 1)[0][:60]
     return error.split(": ", 1)[-1][:60]
+
+
+_WHERE = re.compile(r"^(?:turn \d+: )?\S+(?: at \S+)? \([\w:.-]+\): ")
 
 
 def in_flight_places(spec: ExperimentSpec, profiles: Profiles) -> dict[str, asyncio.Semaphore]:

@@ -107,3 +107,16 @@ def test_mixed_faults_over_a_200_episode_run(catalog, tmp_path):
     assert summary.ok + summary.failed == 200
     assert summary.retries == t["retries"] == t["retries_by_result"]  # live counter == calls kept
     assert t["misrecorded"] == 0 and set(t["outcomes"]) == {"deal", "walk_away"}
+
+
+def test_configuration_failures_are_summed_up_by_what_is_wrong():
+    refused = (
+        "turn 0: openai/my-smollm at http://127.0.0.1:5/v1 (rep:turn): connection refused: nothing listens at the "
+        "api_base; start the server or fix the address [ConnectError: All connection attempts failed]"
+    )
+    assert short_reason(refused) == "connection refused"
+    no_key = "turn 0: openai/gpt-4o-mini (rep:turn): no API key: set the provider's key [MissingKeyError: x]"
+    assert short_reason(no_key) == "no API key"
+    assert short_reason("turn 3: openai/x (rep:turn) failed after 4 attempt(s): Timeout: slow") == (
+        "Timeout after 4 attempts"
+    )

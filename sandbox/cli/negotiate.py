@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from sandbox.amounts import money_text
 from sandbox.catalog import CatalogError
 from sandbox.cli.common import (
     ApiBaseOpt,
@@ -33,14 +34,14 @@ from sandbox.cli.common import (
     render_panel,
 )
 from sandbox.metrics import OutcomeMetrics
-from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Transcript, Turn
+from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Scenario, Transcript, Turn
 
 
-def render_turn(turn: Turn, names: dict[str, str]) -> None:
+def render_turn(turn: Turn, names: dict[str, str], scenario: Scenario) -> None:
     colour = "cyan" if turn.speaker == "rep" else "magenta"
     action = ""
     if turn.action.kind.value != "none":
-        price = f" {turn.action.price:,.0f}" if turn.action.price is not None else ""
+        price = f" {money_text(scenario, turn.action.price)}" if turn.action.price is not None else ""
         action = f"  [bold yellow][{turn.action.kind.value}{price}][/]"
     console.print(f"[bold {colour}]{turn.index:>2} {escape(names[turn.speaker])}[/]: {escape(turn.message)}{action}")
     for note in turn.notes:
@@ -50,7 +51,7 @@ def render_turn(turn: Turn, names: dict[str, str]) -> None:
 def render_outcome(transcript: Transcript, metrics: OutcomeMetrics) -> None:
     outcome = transcript.outcome
     style = {"deal": "green", "failed": "red"}.get(outcome.status.value, "yellow")
-    price = f" at {transcript.cast.scenario.money(outcome.price)}" if outcome.price is not None else ""
+    price = f" at {money_text(transcript.cast.scenario, outcome.price)}" if outcome.price is not None else ""
     reason = f" ({escape(outcome.reason)})" if outcome.reason else ""
     console.print(f"\n[bold {style}]outcome: {outcome.status.value}{price}[/]{reason}")
     table = Table(title="Metrics", show_header=False)
@@ -152,7 +153,7 @@ def negotiate(
                 profiles,
                 loaded_rubric,
                 judges,
-                on_turn=lambda turn: render_turn(turn, names),
+                on_turn=lambda turn: render_turn(turn, names, sc),
             )
         )
     transcript = result.transcript
