@@ -195,7 +195,7 @@ def rate_line(c: int, episodes: int, wall: float, stats: dict, latency: float) -
 
 def concurrency(latency: float, per_slot: int, levels: list[int]) -> None:
     """Rate over the whole run, and over the steady state (first request to last reply), so the one-off
-    start-up (litellm's lazy imports on the first call, about half a second) is shown apart."""
+    start-up (the first call's lazy imports) is shown apart."""
     print(f"concurrency: provider latency L = {latency:.3f} s, {CALLS_PER_EPISODE} calls per episode")
     for c in levels:
         episodes = max(4, c * per_slot)
@@ -216,7 +216,8 @@ def captured_requests() -> list[dict]:
 
 def floor(latency: float, per_slot: int, levels: list[int]) -> None:
     """The same requests sent by a bare loop of ``litellm.acompletion`` with no sandbox code: the ceiling
-    any caller of litellm reaches on this machine, to read the runner's own ratios against."""
+    any caller of litellm reaches on this machine. (The runner's own OpenAI-compatible calls no longer go
+    through litellm: the OpenAI wire format over httpx, ``sandbox/models/transports.py``.)"""
     import litellm
 
     bodies = captured_requests()

@@ -1,6 +1,6 @@
 """Start-up: how long a `sandbox` command takes from process start to its first request, and to its end.
 
-    python bench/startup.py [--runs 5] [--only replay,run,cached,list] [--no-importtime]
+    python bench/startup.py [--runs 5] [--only replay,negotiate,embedded,run,cached,list] [--no-importtime]
 
 Each command runs ``--runs`` times in a fresh interpreter; the median of each figure is printed, with
 the machine's load average before and after (2 cores shared with other work move the figures).
@@ -8,6 +8,10 @@ The commands:
 
 - ``replay``: ``sandbox negotiate`` replaying ``cassettes/negotiate-assertive-haggler.yaml`` (12
   recorded calls on the embedded model's profile; no server, no network);
+- ``negotiate``: the same negotiation (6 turns) against the loopback fake provider, an OpenAI-compatible
+  ``api_base`` profile (``--model openai/bench --api-base ...``), answering at once;
+- ``embedded``: the same negotiation, 2 turns, on the embedded model, its server started by the command
+  (time to first request includes loading the weights);
 - ``run``: ``sandbox run`` of a 2-episode spec against the loopback fake provider (an OpenAI-compatible
   ``api_base`` profile, ``--no-cache``), no judge;
 - ``cached``: the same spec with every answer already in the response cache (no request is sent:
@@ -15,8 +19,8 @@ The commands:
 - ``list``: ``sandbox list``, which calls no model.
 
 "first call" is the moment the model layer is first asked (``sandbox.models.call.complete``), "first
-request" the moment the first HTTP request is handed to httpx (or httpx2, which newer openai SDKs use;
-a cassette answers it on replay), both
+request" the moment the first HTTP request is handed to aiohttp, httpx or httpx2 (whichever the
+transport uses; a cassette answers it on replay), both
 timed from just before the process is started. Then the import breakdown of the replay command
 (``python -X importtime``): the three top-level packages with the most import time (self time of all
 their modules), and how many modules each brought.
@@ -61,7 +65,14 @@ def patch_call(module):
         mark("first_call")
         return await complete(*a, **k)
     module.complete = timed
-HOOKS = {"httpx": patch_httpx, "httpx2": patch_httpx, "sandbox.models.call": patch_call}
+def patch_aiohttp(module):
+    post = module.ClientSession.post
+    def timed(self, *a, **k):
+        mark("first_request")
+        return post(self, *a, **k)
+    module.ClientSession.post = timed
+HOOKS = {"httpx": patch_httpx, "httpx2": patch_httpx, "aiohttp.client": patch_aiohttp}
+HOOKS["sandbox.models.call"] = patch_call
 class Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         hook = HOOKS.pop(name, None)
@@ -117,7 +128,7 @@ def measure(label: str, args: list[str], runs: int, cwd: Path, env: dict[str, st
     results = [timed_run(args, cwd, env) for _ in range(runs)]
     walls = " ".join(f"{r['wall']:.2f}" for r in results)
     print(
-        f"{label:<8} first call {median([r['first_call'] for r in results])}, "
+        f"{label:<9} first call {median([r['first_call'] for r in results])}, "
         f"first request {median([r['first_request'] for r in results])}, "
         f"end {median([r['wall'] for r in results])}  (median of {runs}: {walls}; load {before} -> {load()})",
         flush=True,
@@ -180,7 +191,7 @@ def provider(latency: float) -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", default="replay,run,cached,list")
+    parser.add_argument("--only", default="replay,negotiate,embedded,run,cached,list")
     parser.add_argument("--no-importtime", action="store_true")
     args = parser.parse_args()
     which = args.only.split(",")
@@ -191,12 +202,19 @@ def main() -> None:
     print(f"start-up, {os.cpu_count()} cores, Python {sys.version.split()[0]}, median of {args.runs} runs each")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        live = REPLAY[: REPLAY.index("--cassette")]
         if "replay" in which:
             measure("replay", [*REPLAY, "--out", str(folder / "t.json")], args.runs, ROOT, env)
-        if "run" in which or "cached" in which:
+        if "embedded" in which:
+            embedded = [*live[: live.index("--max-turns")], "--max-turns", "2", "--out", str(folder / "e.json")]
+            measure("embedded", embedded, args.runs, ROOT, env)
+        if {"negotiate", "run", "cached"} & set(which):
             gen = provider(0.0)
             api_base = next(gen)
             try:
+                if "negotiate" in which:
+                    remote = [*live, "--model", "openai/bench", "--api-base", api_base, "--out", str(folder / "n.json")]
+                    measure("negotiate", remote, args.runs, ROOT, env)
                 spec = folder / "spec.yaml"
                 spec.write_text(spec_yaml(api_base))
                 base = ["run", str(spec), "--personas", str(ROOT / "personas")]

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sandbox.models import Endpoint, complete, complete_structured, is_transient, retry_after_seconds
 from sandbox.models.errors import ConfigurationError, configuration_problem
 from sandbox.models.prices import cost_usd, litellm_knows_cost, litellm_supports_schema, price_table
-from sandbox.models.transports import close_clients, http_client
+from sandbox.models.transports import close_clients, http_session
 from sandbox.profiles import resolve
 from sandbox.runtime import REPLAY_API_BASE
 from sandbox.schemas import ModelSettings
@@ -147,18 +147,20 @@ async def test_a_missing_key_is_a_configuration_error_on_both_transports(transpo
 
 def test_the_wire_transports_errors_are_classified_as_the_sdks_and_litellms():
     """litellm raises its subclasses of the SDK's exceptions; the wire transport raises ProviderStatusError
-    and httpx's own; all are read the same way."""
+    and aiohttp's own; all are read the same way."""
+    import aiohttp
+
     from sandbox.models.errors import MissingKeyError, ProviderStatusError
 
-    request = httpx.Request("POST", "http://x/v1/chat/completions")
     for code, transient in [(429, True), (500, True), (503, True), (400, False), (401, False), (404, False)]:
-        error = ProviderStatusError.of(httpx.Response(code, headers={"retry-after": "3"}, request=request))
+        error = ProviderStatusError.of(code, b'{"error": "x"}', {"Retry-After": "3"})
         assert is_transient(error) is transient and retry_after_seconds(error) == 3, code
+        assert str(error) == f'Error code: {code} - {{"error": "x"}}'
     assert "credentials rejected" in configuration_problem(ProviderStatusError("x", 403))
     assert "not found" in configuration_problem(ProviderStatusError("x", 404))
-    assert is_transient(httpx.ReadTimeout("slow", request=request))
-    assert is_transient(httpx.RemoteProtocolError("Server disconnected", request=request))
-    assert not is_transient(httpx.UnsupportedProtocol("htp://x"))
+    assert is_transient(TimeoutError()) and is_transient(aiohttp.ServerDisconnectedError())
+    assert is_transient(aiohttp.ClientPayloadError("cut short"))
+    assert not is_transient(aiohttp.InvalidURL("htp://x"))
     assert "no API key" in configuration_problem(MissingKeyError("no key is set for openai/x"))
 
 
@@ -184,20 +186,20 @@ def test_sdk_errors_are_classified_like_litellms():
     assert "no API key" in configuration_problem(missing) and not is_transient(missing)
 
 
-async def test_one_pooled_client_per_event_loop():
-    client = http_client()
-    assert http_client() is client
+async def test_one_session_per_event_loop_closed_with_its_loop():
+    session = await http_session()
+    assert await http_session() is session and not session.closed
 
-    async def other_loop() -> Any:
-        return http_client()
+    def other_loop() -> Any:
+        async def make() -> Any:
+            return await http_session()
 
-    loop = asyncio.new_event_loop()
-    try:
-        assert await asyncio.to_thread(loop.run_until_complete, other_loop()) is not client
-    finally:
-        loop.close()
+        return asyncio.run(make())  # asyncio.run finalises open async generators: the session is closed
+
+    other = await asyncio.to_thread(other_loop)
+    assert other is not session and other.closed
     await close_clients()
-    assert http_client() is not client
+    assert session.closed and await http_session() is not session
 
 
 # --------------------------------------------------------------------------- litellm's table, without litellm
@@ -245,7 +247,7 @@ def test_price_table_answers_as_litellm_does():
 
 
 def test_a_replay_on_the_embedded_profile_never_imports_litellm(tmp_path):
-    """`sandbox negotiate --cassette` replays its 12 recorded calls over httpx: neither litellm (about 4 s
+    """`sandbox negotiate --cassette` replays its 12 recorded calls over aiohttp: neither litellm (about 4 s
     of import) nor the openai SDK (about 0.6 s) is loaded, nor litellm's price table read."""
     out = tmp_path / "t.json"
     probe = (
@@ -280,5 +282,5 @@ async def test_the_wire_transports_debug_lines_are_logged_without_the_key(tmp_pa
         sent = [h.get("Authorization", "") for h in provider.headers]
     log = path.read_text()
     assert result.call.attempts == 2 and all(key in h for h in sent)  # the key was really used, twice
-    assert "HTTP Request: POST" in log and "500 Internal Server Error" in log and "retry " in log
+    assert "retry openai/x (t) after attempt 1: ProviderStatusError: Error code: 500" in log
     assert key not in log

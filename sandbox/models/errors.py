@@ -30,18 +30,18 @@ class EmptyResponseError(Exception):
 
 
 class ProviderStatusError(Exception):
-    """An error status from an endpoint called over the OpenAI wire format: the code, the response
-    (its Retry-After is honoured) and the start of the body, in the openai SDK's words."""
+    """An error status from an endpoint called over the OpenAI wire format: the code, the response's
+    headers (its Retry-After is honoured) and the start of its body, in the openai SDK's words."""
 
-    def __init__(self, message: str, status_code: int, response: Any = None):
+    def __init__(self, message: str, status_code: int, headers: Any = None):
         super().__init__(message)
         self.status_code = status_code
-        self.response = response
+        self.headers = dict(headers or {})
 
     @classmethod
-    def of(cls, response: Any) -> ProviderStatusError:
-        body = " ".join(response.text.split())[:300]
-        return cls(f"Error code: {response.status_code} - {body}", response.status_code, response)
+    def of(cls, status: int, body: bytes, headers: Any) -> ProviderStatusError:
+        text = " ".join(body.decode("utf-8", "replace").split())[:300]
+        return cls(f"Error code: {status} - {text}", status, headers)
 
 
 class MissingKeyError(Exception):
@@ -52,10 +52,12 @@ class StructuredOutputError(ModelCallError):
     """The model's output did not validate, even after one repair attempt."""
 
 
-def _httpx_transient() -> tuple[type[BaseException], ...]:
-    """httpx's timeouts, dropped connections and broken replies (never its own misuse errors)."""
-    httpx = sys.modules.get("httpx")
-    return (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) if httpx is not None else ()
+def _wire_transient() -> tuple[type[BaseException], ...]:
+    """Timeouts, dropped connections and replies cut short, as aiohttp raises them (a refused
+    connection too: a configuration error only where the endpoint never answered, decided before)."""
+    aiohttp = sys.modules.get("aiohttp")
+    wire = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) if aiohttp is not None else ()
+    return (TimeoutError, *wire)
 
 
 def _openai() -> Any:
@@ -176,7 +178,7 @@ def is_transient(exc: BaseException, answered_before: bool = False) -> bool:
     openai = _openai()
     if openai is not None and isinstance(exc, _permanent_types(openai)):
         return False
-    if isinstance(exc, (EmptyResponseError, *_httpx_transient())):
+    if isinstance(exc, (EmptyResponseError, *_wire_transient())):
         return True
     if openai is not None and isinstance(exc, _transient_types(openai)):
         return True

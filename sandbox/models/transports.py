@@ -1,7 +1,7 @@
-"""How one request reaches its model: the OpenAI wire format over httpx, or litellm.
+"""How one request reaches its model: the OpenAI wire format over aiohttp, or litellm.
 
 The endpoint's ``transport`` (chosen by its profile) decides. OpenAI itself and every server that
-speaks its wire format (``POST {api_base}/chat/completions``) get one plain httpx request: the body
+speaks its wire format (``POST {api_base}/chat/completions``) get one plain aiohttp request: the body
 litellm would send (so cassettes recorded through either replay under both), without litellm's
 import (about 4 s), the openai SDK's (about 0.6 s: it loads every type of its API) or their per-call
 work. Every other provider goes through litellm, imported on its first request. Neither retries
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import types
-import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sandbox.models import prices
@@ -59,29 +60,46 @@ def cost_of(endpoint: Endpoint, response: Any) -> float | None:
 
 # --------------------------------------------------------------------------- the OpenAI wire format
 
-# One pooled client per event loop (its connections belong to the loop that opened them, and a command,
-# or a test session, may run several loops one after another); the pool's limits are the openai SDK's.
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+# One aiohttp session (a pool of connections) per event loop: its connections belong to the loop that
+# opened them, and a command, or a test session, may run several loops one after another. aiohttp,
+# not httpx: at 64 requests in flight it spends about a fifth of httpx's CPU per request (measured
+# in bench/README.md, "Start-up"), and litellm sends through it too. The session is closed when its
+# loop shuts down (asyncio.run finalises open async generators; one holds the session); sessions of
+# loops closed without that are dropped when the next one is made.
+_SESSIONS: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
 OPENAI_API_BASE = "https://api.openai.com/v1"
+MAX_CONNECTIONS = 1000  # the openai SDK's pool limit: the run's own limits decide what is in flight
 
 
-def http_client() -> Any:
-    """The running loop's client, made on first use; never retries (tenacity alone does)."""
-    import httpx
+async def _closed_with_its_loop(session: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await session.close()
 
+
+async def http_session() -> Any:
+    """The running loop's session, made on first use; it never retries (tenacity alone does)."""
     loop = asyncio.get_running_loop()
-    client = _CLIENTS.get(loop)
-    if client is None:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-        client = _CLIENTS[loop] = httpx.AsyncClient(limits=limits, follow_redirects=True)
-    return client
+    held = _SESSIONS.get(loop)
+    if held is None or held[0].closed:
+        import aiohttp
+
+        for gone in [other for other in _SESSIONS if other.is_closed()]:
+            del _SESSIONS[gone]
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS)
+        session = aiohttp.ClientSession(connector=connector, trust_env=True)  # proxies from the environment
+        finaliser = _closed_with_its_loop(session)
+        await anext(finaliser)
+        held = _SESSIONS[loop] = (session, finaliser)
+    return held[0]
 
 
 async def close_clients() -> None:
-    """Close the running loop's client (its pooled connections); the next request makes a new one."""
-    client = _CLIENTS.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    """Close the running loop's session (its pooled connections); the next request makes a new one."""
+    held = _SESSIONS.pop(asyncio.get_running_loop(), None)
+    if held is not None:
+        await held[1].aclose()
 
 
 def openai_request(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -98,17 +116,25 @@ def openai_request(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[str, dic
             body |= value or {}
         elif name not in LITELLM_ONLY:
             body[name] = value
-    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json", "Content-Type": "application/json"}
     return f"{(base or OPENAI_API_BASE).rstrip('/')}/chat/completions", body, headers
 
 
 async def _send_openai(endpoint: Endpoint, kwargs: dict[str, Any]) -> Any:
+    import aiohttp
+
     url, body, headers = openai_request(endpoint, kwargs)
-    response = await http_client().post(url, json=body, headers=headers, timeout=kwargs.get("timeout", 60.0))
-    if response.status_code >= 400:
-        raise ProviderStatusError.of(response)
+    seconds = float(kwargs.get("timeout") or 60.0)
+    # Each phase bounded, as the SDK's httpx timeout is (connect, then each read), not the whole reply.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+    session = await http_session()
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()  # as httpx writes it
+    async with session.post(url, data=data, headers=headers, timeout=timeout) as response:
+        raw = await response.read()
+        if response.status >= 400:
+            raise ProviderStatusError.of(response.status, raw, response.headers)
     try:  # attributes, as the SDK's and litellm's response objects have them: choices[0].message.content, usage
-        return response.json(object_hook=lambda fields: types.SimpleNamespace(**fields))
+        return json.loads(raw, object_hook=lambda fields: types.SimpleNamespace(**fields))
     except ValueError as exc:  # a reply cut short: a glitch, as litellm counts it
         raise EmptyResponseError(f"response was not JSON ({exc})") from exc
 
