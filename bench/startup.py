@@ -106,11 +106,11 @@ def timed_run(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, floa
         [PYTHON, "-c", CHILD, *args], cwd=cwd, env=env | {"STARTUP_MARKS": str(marks_path)}, capture_output=True
     )
     ended = time.time()
-    if completed.returncode != 0:
-        output = (completed.stdout + completed.stderr).decode()[-2000:]
-        raise SystemExit(f"sandbox {' '.join(args)} failed ({completed.returncode}):\n{output}")
-    marks = json.loads(marks_path.read_text() or "{}")
-    marks_path.unlink()
+    marks = json.loads(marks_path.read_text() or "{}") if marks_path.exists() else {}
+    marks_path.unlink(missing_ok=True)
+    if completed.returncode != 0:  # still timed (a model that times out on a loaded machine); said once
+        last = [line for line in completed.stdout.decode().splitlines() if line.strip()][-1:]
+        print(f"  (exit {completed.returncode}: {' '.join(last)[:160]})", flush=True)
     return {
         "first_call": marks["first_call"] - started if "first_call" in marks else None,
         "first_request": marks["first_request"] - started if "first_request" in marks else None,
