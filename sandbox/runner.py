@@ -400,9 +400,7 @@ def run(
     ``preflight``: check each endpoint the run needs once before anything is written, so a run that
     cannot work stops before its first episode and leaves no run folder behind.
     """
-    from sandbox.report import write_report
     from sandbox.runtime import model_runtime
-    from sandbox.table import export
 
     if resume is not None:
         try:
@@ -441,6 +439,9 @@ def run(
             )
             with model_runtime(models, cassette, record, slots=embedded_slots(spec)) as profiles:
                 summary = asyncio.run(run_experiment(spec, catalog, rubric, store, run_id, plan, profiles, options))
+            from sandbox.report import write_report  # scipy, pandas, matplotlib: not before the first request
+            from sandbox.table import export
+
             table = export(folder)
             report_md, report_html = write_report(folder) if report else (None, None)
     finally:
