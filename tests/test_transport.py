@@ -284,3 +284,30 @@ async def test_the_wire_transports_debug_lines_are_logged_without_the_key(tmp_pa
     assert result.call.attempts == 2 and all(key in h for h in sent)  # the key was really used, twice
     assert "retry openai/x (t) after attempt 1: ProviderStatusError: Error code: 500" in log
     assert key not in log
+
+
+@pytest.mark.parametrize("transport", ["auto", "litellm"])
+async def test_a_recorded_negotiation_replays_under_both_transports(transport, catalog, no_local_server):
+    """negotiate-assertive-haggler.yaml was recorded through the wire transport; litellm's requests are
+    the same, so it replays under either, turn for turn."""
+    from sandbox.episode import play_episode
+    from sandbox.runtime import model_runtime
+    from sandbox.schemas import EpisodeSpec
+
+    side = ModelSettings(transport=transport)
+    spec = EpisodeSpec(
+        strategy="assertive-consultant",
+        prospect="price-haggler",
+        scenario="saas-seats",
+        seed=1,
+        max_turns=6,
+        opener="rep",
+        rep_model=side,
+        prospect_model=side,
+    )
+    with model_runtime([side], CASSETTES / "negotiate-assertive-haggler.yaml", slots=2) as profiles:
+        assert profiles.get(side).endpoint.transport == ("openai" if transport == "auto" else "litellm")
+        result = await play_episode("negotiate", spec, catalog, profiles, None, [])
+    transcript = result.transcript
+    assert transcript is not None and transcript.outcome.status.value != "failed", transcript.outcome.reason
+    assert len(transcript.calls) == 12 and all(c.tokens_out > 0 for c in transcript.calls)
