@@ -185,7 +185,7 @@ def _hosted(settings: ModelSettings) -> Profile:
         from sandbox.models.prices import litellm_supports_schema  # a hosted provider: litellm's table knows it
 
         default = "json_schema" if litellm_supports_schema(model) else "none"
-    # OpenAI itself, or a server of the user's own that speaks its wire format: the openai SDK directly.
+    # OpenAI itself, or a server of the user's own that speaks its wire format: that format, without litellm.
     openai_wire = provider_of(model) in OPENAI_COMPATIBLE and (settings.api_base or provider_of(model) == "openai")
     endpoint = Endpoint(
         model=model,

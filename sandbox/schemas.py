@@ -190,7 +190,7 @@ class ModelSettings(Frozen):
     )
     transport: Literal["auto", "litellm"] = Field(
         "auto",
-        description="How requests travel. auto: the openai SDK for OpenAI and OpenAI-compatible servers, "
+        description="How requests travel. auto: the OpenAI wire format for OpenAI and OpenAI-compatible servers, "
         "litellm for other providers; litellm: always litellm.",
     )
     evidence_mode: Literal["auto", "free", "constrained"] = Field(

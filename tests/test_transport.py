@@ -145,6 +145,15 @@ async def test_a_missing_key_is_a_configuration_error_on_both_transports(transpo
     assert "no API key" in exc.value.reason
 
 
+def status(code: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
+    """The SDK's own error for a status (litellm's are its subclasses)."""
+    response = httpx.Response(code, headers=headers, request=httpx.Request("POST", "http://x/v1/chat/completions"))
+    kind = {429: openai.RateLimitError, 401: openai.AuthenticationError, 404: openai.NotFoundError}.get(code)
+    if kind is None:
+        kind = openai.InternalServerError if code >= 500 else openai.BadRequestError
+    return kind("m", response=response, body=None)
+
+
 def test_the_wire_transports_errors_are_classified_as_the_sdks_and_litellms():
     """litellm raises its subclasses of the SDK's exceptions; the wire transport raises ProviderStatusError
     and aiohttp's own; all are read the same way."""
@@ -156,6 +165,7 @@ def test_the_wire_transports_errors_are_classified_as_the_sdks_and_litellms():
         error = ProviderStatusError.of(code, b'{"error": "x"}', {"Retry-After": "3"})
         assert is_transient(error) is transient and retry_after_seconds(error) == 3, code
         assert str(error) == f'Error code: {code} - {{"error": "x"}}'
+        assert type(error).__name__ == type(status(code)).__name__  # the SDK's (and litellm's) names
     assert "credentials rejected" in configuration_problem(ProviderStatusError("x", 403))
     assert "not found" in configuration_problem(ProviderStatusError("x", 404))
     assert is_transient(TimeoutError()) and is_transient(aiohttp.ServerDisconnectedError())
@@ -166,13 +176,6 @@ def test_the_wire_transports_errors_are_classified_as_the_sdks_and_litellms():
 
 def test_sdk_errors_are_classified_like_litellms():
     request = httpx.Request("POST", "http://x/v1/chat/completions")
-
-    def status(code: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
-        response = httpx.Response(code, headers=headers, request=request)
-        kind = {429: openai.RateLimitError, 401: openai.AuthenticationError, 404: openai.NotFoundError}.get(code)
-        if kind is None:
-            kind = openai.InternalServerError if code >= 500 else openai.BadRequestError
-        return kind("m", response=response, body=None)
 
     rate = status(429, {"retry-after": "7"})
     assert is_transient(rate) and retry_after_seconds(rate) == 7
@@ -282,7 +285,7 @@ async def test_the_wire_transports_debug_lines_are_logged_without_the_key(tmp_pa
         sent = [h.get("Authorization", "") for h in provider.headers]
     log = path.read_text()
     assert result.call.attempts == 2 and all(key in h for h in sent)  # the key was really used, twice
-    assert "retry openai/x (t) after attempt 1: ProviderStatusError: Error code: 500" in log
+    assert "retry openai/x (t) after attempt 1: InternalServerError: Error code: 500" in log
     assert key not in log
 
 

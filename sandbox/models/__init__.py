@@ -4,7 +4,7 @@ Every request goes through :func:`complete` (free text) or :func:`complete_struc
 validated against a pydantic model), so retries, cassettes, token and cost accounting and
 structured output are handled once. Split by job: ``errors`` (what failed, and whether another
 try can mend it), ``retry`` (the tenacity policy), ``call`` (the request, retried and recorded),
-``transports`` (how it travels: the openai SDK, or litellm for other providers), ``prices``
+``transports`` (how it travels: the OpenAI wire format over aiohttp, or litellm for other providers), ``prices``
 (litellm's price table, read without litellm), ``context`` (a run's cache, limits and counters,
 wrapped around the call), ``structured``, and ``endpoint`` (plain data). Names are loaded on first
 use (PEP 562), and litellm only when an endpoint's transport needs it.

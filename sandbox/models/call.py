@@ -1,5 +1,5 @@
 """The call itself: one chat completion through the endpoint's transport (:mod:`sandbox.models.transports`:
-the openai SDK or litellm), retried by tenacity, recorded as a ModelCall.
+the OpenAI wire format or litellm), retried by tenacity, recorded as a ModelCall.
 
 :func:`complete` is the one way any code sends a request. A run's cache, limits and counters wrap
 it from outside (:mod:`sandbox.models.context`); structured output is built on top of it
@@ -60,7 +60,7 @@ Send = Callable[[ChatRequest, int], Awaitable[Any]]  # (request, attempt number)
 
 
 async def send_request(request: ChatRequest, attempt: int) -> Any:
-    """One attempt, through the endpoint's transport (the openai SDK or litellm)."""
+    """One attempt, through the endpoint's transport (the OpenAI wire format or litellm)."""
     return await transports.send(request.endpoint, request.kwargs)
 
 

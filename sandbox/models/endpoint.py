@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 StructuredMode = Literal["json_schema", "json_object", "none"]
-# How requests travel: the openai SDK's async client (OpenAI itself and every server that speaks its
+# How requests travel: the OpenAI wire format over aiohttp (OpenAI itself and every server that speaks its
 # wire format: the embedded llama.cpp, vLLM, Ollama's /v1, LM Studio, SGLang), or litellm (every other
 # provider; imported only when an endpoint needs it, since its import alone takes seconds).
 Transport = Literal["openai", "litellm"]

@@ -40,8 +40,54 @@ class ProviderStatusError(Exception):
 
     @classmethod
     def of(cls, status: int, body: bytes, headers: Any) -> ProviderStatusError:
+        """The error for a status, named as the openai SDK and litellm name it (a run's failure reasons
+        read the same whichever transport sent the request)."""
         text = " ".join(body.decode("utf-8", "replace").split())[:300]
-        return cls(f"Error code: {status} - {text}", status, headers)
+        kind = _BY_STATUS.get(status, InternalServerError if status >= 500 else cls)
+        return kind(f"Error code: {status} - {text}", status, headers)
+
+
+class BadRequestError(ProviderStatusError):
+    """400"""
+
+
+class AuthenticationError(ProviderStatusError):
+    """401"""
+
+
+class PermissionDeniedError(ProviderStatusError):
+    """403"""
+
+
+class NotFoundError(ProviderStatusError):
+    """404"""
+
+
+class ConflictError(ProviderStatusError):
+    """409"""
+
+
+class UnprocessableEntityError(ProviderStatusError):
+    """422"""
+
+
+class RateLimitError(ProviderStatusError):
+    """429"""
+
+
+class InternalServerError(ProviderStatusError):
+    """5xx"""
+
+
+_BY_STATUS: dict[int, type[ProviderStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
 
 
 class MissingKeyError(Exception):
@@ -183,13 +229,18 @@ def is_transient(exc: BaseException, answered_before: bool = False) -> bool:
     if openai is not None and isinstance(exc, _transient_types(openai)):
         return True
     code = status_code_of(exc)
-    return code is not None and (code == 429 or code >= 500)
+    # 408 (request timeout) and 409 (conflict, e.g. a busy slot) as litellm maps them: worth another try.
+    return code is not None and (code in (408, 409, 429) or code >= 500)
 
 
 def describe(exc: BaseException) -> str:
-    """One line for a failure: the exception's kind and its message, whitespace folded, capped."""
+    """One line for a failure: the exception's kind and its message, whitespace folded, credentials
+    scrubbed (a provider's 401 body quotes the rejected key, masked to its last characters), capped.
+    This line reaches transcripts, run folders, reports and the terminal."""
+    from sandbox.redact import redact
+
     name = type(exc).__name__
-    text = " ".join(str(exc).split())
+    text = redact(" ".join(str(exc).split()))
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{name}: {text}" if text else name

@@ -1,4 +1,4 @@
-"""The retry policy: tenacity alone retries (litellm and the OpenAI SDK are told not to).
+"""The retry policy: tenacity alone retries (litellm and the wire transport are told not to).
 
 Transient failures back off with jitter, honouring a provider's Retry-After; everything is bounded
 in attempts and seconds, and every retry is logged with its reason.
