@@ -111,3 +111,13 @@ def test_redact_removes_masked_key_remnants(dump: str) -> None:
 def test_redact_keeps_text_that_holds_no_credential() -> None:
     text = "-H 'Content-Type: application/json' authorized: yes; the api keys are fine; 3 * 4 = 12"
     assert redact(text, secrets=[]) == text
+
+
+def test_a_rejected_keys_remnant_in_an_error_body_never_reaches_the_failure_line():
+    from sandbox.models.errors import ProviderStatusError, describe, is_transient
+
+    body = b'{"error": {"message": "Incorrect API key provided: sk-proj-****abcd. You can find your key at ..."}}'
+    line = describe(ProviderStatusError.of(401, body, {}))
+    assert "abcd" not in line and "REDACTED" in line and line.startswith("ProviderStatusError: Error code: 401")
+    assert is_transient(ProviderStatusError.of(408, b"{}", {})) and is_transient(ProviderStatusError.of(409, b"", {}))
+    assert not is_transient(ProviderStatusError.of(400, b"{}", {}))
