@@ -118,6 +118,6 @@ def test_a_rejected_keys_remnant_in_an_error_body_never_reaches_the_failure_line
 
     body = b'{"error": {"message": "Incorrect API key provided: sk-proj-****abcd. You can find your key at ..."}}'
     line = describe(ProviderStatusError.of(401, body, {}))
-    assert "abcd" not in line and "REDACTED" in line and line.startswith("ProviderStatusError: Error code: 401")
+    assert "abcd" not in line and "REDACTED" in line and line.startswith("AuthenticationError: Error code: 401")
     assert is_transient(ProviderStatusError.of(408, b"{}", {})) and is_transient(ProviderStatusError.of(409, b"", {}))
     assert not is_transient(ProviderStatusError.of(400, b"{}", {}))
