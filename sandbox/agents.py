@@ -86,7 +86,7 @@ _ROLE_WORDS = {"prospect", "customer", "client", "salesperson", "sales rep", "re
 MAX_MESSAGE_CHARS = 700
 
 
-def clean_message(text: str, own_name: str, other_name: str) -> str:
+def clean_message(text: str, own_name: str, other_name: str, cut_off: bool = False) -> str:
     """Keep one speaker's words: drop 'Name:' labels, stop where the model starts voicing the other side.
 
     Small models often write both sides of a dialogue, or label their line with a name.
@@ -112,7 +112,7 @@ def clean_message(text: str, own_name: str, other_name: str) -> str:
     message = " ".join(part for part in kept if part).strip()
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS]
-    return _whole_sentences(message)
+    return _whole_sentences(message) if cut_off else message
 
 
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]]*(?=\s|$)")
@@ -120,7 +120,7 @@ _MIN_KEPT = 20  # never cut a message down to less than this: a short unpunctuat
 
 
 def _whole_sentences(message: str) -> str:
-    """Drop a last sentence the model was cut off in (it ran out of tokens mid-thought).
+    """Drop the last sentence of a message the token limit cut off.
 
     Words that were never finished were never said: "I can offer 21,000 if you sign for" must not
     reach the other side, the extraction call or the judge. A message with no sentence end at all
@@ -169,24 +169,29 @@ def _plain(text: str) -> str:
 NEAR_COPY = 0.8  # difflib ratio at or above which a message is a copy with a word or two changed
 
 
+def _copies(text: str, line: str) -> bool:
+    """``text`` is ``line`` again, or ``line`` with a word or two changed but the same amounts: a
+    counter-offer in the other side's words ("I can do 20,000 USD if ...") is an answer, not a copy."""
+    said, other = _plain(text), _plain(line)
+    if said in other:
+        return True
+    if difflib.SequenceMatcher(None, said, other).ratio() < NEAR_COPY:
+        return False
+    return sorted(prices_in(text)) == sorted(prices_in(line))
+
+
 def is_echo(text: str, conversation: list[Message]) -> bool:
     """A tiny model sometimes repeats the line it was given (or the opening cue) instead of answering."""
-    if not conversation or conversation[-1]["role"] != "user":
+    if not conversation or conversation[-1]["role"] != "user" or len(_plain(text)) < 10:
         return False
-    said = _plain(text)
-    last = _plain(conversation[-1]["content"])
-    if len(said) < 10:
-        return False
-    return said in last or difflib.SequenceMatcher(None, said, last).ratio() >= NEAR_COPY
+    return _copies(text, conversation[-1]["content"])
 
 
 def repeats_itself(text: str, conversation: list[Message]) -> bool:
     """The message is one the speaker has already said (the 135M model loops on its favourite line)."""
-    said = _plain(text)
-    if len(said) < 20:
+    if len(_plain(text)) < 20:
         return False
-    own = [_plain(m["content"]) for m in conversation if m["role"] == "assistant"]
-    return any(said in line or difflib.SequenceMatcher(None, said, line).ratio() >= NEAR_COPY for line in own)
+    return any(_copies(text, m["content"]) for m in conversation if m["role"] == "assistant")
 
 
 def degenerate(text: str, conversation: list[Message]) -> str | None:
@@ -223,7 +228,8 @@ class TwoCallPolicy:
                 extra=profile.sampling(),
             )
             calls.append(completion.call)
-            text = clean_message(completion.text, request.own_name, request.other_name)
+            cut_off = completion.call.tokens_out >= profile.max_tokens  # it stopped at the limit, mid-thought
+            text = clean_message(completion.text, request.own_name, request.other_name, cut_off)
             problem = degenerate(text, request.conversation)
             if problem is None:
                 return text, calls

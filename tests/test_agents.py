@@ -59,12 +59,17 @@ def test_echo_of_the_last_line_is_not_an_answer():
 
 
 def test_a_sentence_cut_off_by_the_token_limit_is_not_said():
-    assert clean_message("Hello there, Victor. I can offer 21,000 if you sign for", "J", "V") == "Hello there, Victor."
-    assert clean_message("Hi Victor! What brings you here today? I was", "J", "V") == (
+    cut = "Hello there, Victor. I can offer 21,000 if you sign for"
+    assert clean_message(cut, "J", "V", cut_off=True) == "Hello there, Victor."
+    assert clean_message("Hi Victor! What brings you here today? I was", "J", "V", cut_off=True) == (
         "Hi Victor! What brings you here today?"
     )
-    assert clean_message("Sure thing", "J", "V") == "Sure thing"  # nothing ends: kept whole
-    assert clean_message("Ok. So what do you", "J", "V") == "Ok. So what do you"  # would leave too little
+    assert clean_message("Sure thing", "J", "V", cut_off=True) == "Sure thing"  # nothing ends: kept whole
+    assert clean_message("Ok. So what do you", "J", "V", cut_off=True) == "Ok. So what do you"  # too little left
+    # a message that ended of itself keeps its last words, punctuated or not
+    assert clean_message("Thanks for the call. I can do 21,000 USD", "J", "V") == (
+        "Thanks for the call. I can do 21,000 USD"
+    )
 
 
 def test_degenerate_messages_say_why():
@@ -81,6 +86,11 @@ def test_degenerate_messages_say_why():
     assert "echoes" in degenerate("What does it cost for forty people", said_before)  # a near-copy
     assert "own earlier" in degenerate("We sell payroll software for growing teams of any size!", said_before)
     assert degenerate("For forty people it is 24,000 USD a year.", said_before) is None
+    offer = [{"role": "user", "content": "I can do 21,000 USD if you sign for two years."}]
+    assert degenerate("I can do 20,000 USD if you sign for two years.", offer) is None  # a counter-offer
+    assert "echoes" in degenerate("I can do 21,000 USD if you sign for two years!", offer)
+    own = [{"role": "assistant", "content": "Our price is 24,000 USD for the year."}, offer[0]]
+    assert degenerate("Our price is 23,000 USD for the year.", own) is None  # a concession, not a loop
 
 
 def test_the_embedded_profile_sends_dry_sampling_as_extra_body():
@@ -113,13 +123,15 @@ def test_a_degenerate_message_is_written_again_with_another_seed():
 
     script = [
         Reply(content="Victor has joined the call. Greet Victor."),  # an echo of the cue
-        Reply(content="Hi Victor, good to meet you. What made you look at payroll tools?"),
+        # stopped by the token limit (40 of 40 tokens) mid-sentence: the unfinished sentence is not said
+        Reply(content="Hi Victor, good to meet you. What made you look at payroll tools? I was", completion_tokens=40),
         Reply(content=json.dumps({"action": "none", "price": None})),
     ]
     with FakeProvider(script) as fake:
         profile = resolve(ModelSettings(max_tokens=40), fake.api_base)
         result = asyncio.run(policy_for(profile).take_turn(_two_call_request()))
-    assert result.message.startswith("Hi Victor") and result.action.kind is ActionKind.NONE
+    assert result.message == "Hi Victor, good to meet you. What made you look at payroll tools?"
+    assert result.action.kind is ActionKind.NONE
     assert [c.error for c in result.calls][:2] == ["message only echoes the other side's last line", None]
     seeds = [r["seed"] for r in fake.requests[:2]]
     assert seeds[0] != seeds[1]
