@@ -84,7 +84,7 @@ class Profile:
 
     def sampling(self) -> dict[str, Any]:
         """Extra request fields for free-text turns: repetition controls and server-specific sampling
-        (sent as ``extra_body``, which litellm and the OpenAI SDK both merge into the request as-is)."""
+        (sent as ``extra_body``, which both transports merge into the request body as-is)."""
         fields: dict[str, Any] = {
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,

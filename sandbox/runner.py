@@ -413,7 +413,9 @@ def run(
     from sandbox.preflight import replaying, require_ready
 
     if preflight and not replaying(cassette, record):  # before the store creates the folder; planned
-        require_ready(run_models(spec, plan_run(spec, folder, retry_failed)))  # again below, under its lock
+        ahead = plan_run(spec, folder, retry_failed)  # again below, under its lock
+        if ahead.todo:  # a finished run re-opened (to report again) calls no model: nothing to check
+            require_ready(run_models(spec, ahead))
     cache = None
     if cache_dir is not None and cassette is None:
         from sandbox.cache import ResponseCache

@@ -224,3 +224,15 @@ def test_negotiate_checks_first(no_key, fast_retries):
         checks = len(provider.checks)
     assert checked.exit_code == 0 and unchecked.exit_code == 0, checked.output + unchecked.output
     assert (after_check, checks) == (1, 1)  # both sides share the endpoint: one check; none with --no-preflight
+
+
+def test_a_finished_run_reopened_checks_nothing(tmp_path, no_key, fast_retries):
+    """Re-opening a run with nothing left to do (to report again) calls no model, so a server that is
+    down by then must not stop it."""
+    runs, base = tmp_path / "runs", refused_base()
+    spec = write_spec(tmp_path, {"model": f"openai/{SERVED}", "api_base": base})
+    assert run_cli(spec, runs, "--no-preflight").exit_code == 0  # four episodes, all failed, all recorded
+    (folder,) = runs.iterdir()
+    reopened = run_cli(spec, runs, "--resume", str(folder))  # failed ones are not retried: nothing to do
+    assert reopened.exit_code == 0, reopened.output
+    assert "(preflight)" not in reopened.output and "0 to run" in reopened.output
