@@ -187,6 +187,10 @@ def _hosted(settings: ModelSettings) -> Profile:
         default = "json_schema" if litellm_supports_schema(model) else "none"
     # OpenAI itself, or a server of the user's own that speaks its wire format: that format, without litellm.
     openai_wire = provider_of(model) in OPENAI_COMPATIBLE and (settings.api_base or provider_of(model) == "openai")
+    if openai_wire and not settings.api_base and _reasoning(model):
+        # OpenAI's reasoning models (o1, o3, gpt-5 ...) take max_completion_tokens and refuse some sampling
+        # fields; litellm knows each model's rules, so they go through it.
+        openai_wire = False
     endpoint = Endpoint(
         model=model,
         api_base=settings.api_base,
@@ -204,6 +208,12 @@ def _hosted(settings: ModelSettings) -> Profile:
         frequency_penalty=settings.frequency_penalty,
         presence_penalty=settings.presence_penalty,
     )
+
+
+def _reasoning(model: str) -> bool:
+    from sandbox.models.prices import model_info  # litellm's price table, read without importing litellm
+
+    return bool((model_info(model) or {}).get("supports_reasoning"))
 
 
 def _structured(settings: ModelSettings, default: StructuredMode) -> StructuredMode:

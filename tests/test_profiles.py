@@ -173,3 +173,10 @@ def test_a_bad_structured_value_is_refused_before_anything_runs(command):
 
     result = CliRunner().invoke(app, [*command, "--structured", "bogus"])
     assert result.exit_code == 2 and "bogus" in result.output and "Traceback" not in result.output
+
+
+def test_openai_reasoning_models_go_through_litellm_which_knows_their_parameters():
+    # o1 / o3 / gpt-5 take max_completion_tokens, not max_tokens: the wire transport sends what it is given
+    assert resolve(ModelSettings(model="openai/o3-mini")).endpoint.transport == "litellm"
+    assert resolve(ModelSettings(model="openai/gpt-4o-mini")).endpoint.transport == "openai"
+    assert resolve(ModelSettings(model="openai/o3-mini", api_base=SERVER)).endpoint.transport == "openai"
