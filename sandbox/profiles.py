@@ -22,6 +22,9 @@ EMBEDDED_ID = "local"  # what a spec or the CLI writes for the embedded model
 PLACEHOLDER_KEY = "sk-local-no-key"  # self-hosted servers ignore it; the OpenAI client insists on one
 # Providers that speak the OpenAI wire format: with an api_base, a server of the user's own.
 OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "lm_studio"}
+# Servers of the user's own with a key variable of their own, as litellm reads them (openai/ at an
+# api_base uses OPENAI_API_KEY, as litellm does).
+SERVER_KEY_ENV = {"hosted_vllm": "HOSTED_VLLM_API_KEY", "lm_studio": "LM_STUDIO_API_KEY"}
 
 TurnMode = Literal["one-call", "two-call"]
 
@@ -176,7 +179,10 @@ def _hosted(settings: ModelSettings) -> Profile:
     if settings.api_base:
         if "/" not in model:
             model = f"openai/{model}"  # any OpenAI-compatible server
-        if not _key_in_environment(model):
+        own_key = SERVER_KEY_ENV.get(provider_of(model))
+        if own_key is not None:  # never another provider's key (OPENAI_API_KEY) sent to the user's server
+            api_key = os.environ.get(own_key) or PLACEHOLDER_KEY
+        elif not _key_in_environment(model):
             # Most self-hosted servers need no key, but the OpenAI client refuses to start without one.
             api_key = PLACEHOLDER_KEY
         # vLLM, llama.cpp, SGLang and LM Studio turn a JSON schema into constrained decoding.

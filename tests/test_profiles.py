@@ -180,3 +180,13 @@ def test_openai_reasoning_models_go_through_litellm_which_knows_their_parameters
     assert resolve(ModelSettings(model="openai/o3-mini")).endpoint.transport == "litellm"
     assert resolve(ModelSettings(model="openai/gpt-4o-mini")).endpoint.transport == "openai"
     assert resolve(ModelSettings(model="openai/o3-mini", api_base=SERVER)).endpoint.transport == "openai"
+
+
+def test_a_vllm_server_gets_its_own_key_never_the_openai_one(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-real-openai-key-0000")
+    monkeypatch.delenv("HOSTED_VLLM_API_KEY", raising=False)
+    vllm = ModelSettings(model="hosted_vllm/qwen", api_base=SERVER)
+    assert resolve(vllm).endpoint.api_key == PLACEHOLDER_KEY
+    monkeypatch.setenv("HOSTED_VLLM_API_KEY", "vllm-started-with-api-key")
+    assert resolve(vllm).endpoint.api_key == "vllm-started-with-api-key"
+    assert resolve(ModelSettings(model="lm_studio/qwen", api_base=SERVER)).endpoint.api_key == PLACEHOLDER_KEY
