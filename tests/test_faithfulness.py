@@ -5,27 +5,23 @@ all say so, with money in the scenario's format."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
-import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from sandbox.report import CHROMIUM_ARGS, build, write_report
+from sandbox.report import build, write_report
 from sandbox.runfolder import RunFolder
 from sandbox.table import results_frame
+from tests.browser import report_page
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply, spec_file
 from tests.handmade import shipped
 
 runner = CliRunner()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 VIOLATOR = "assertive-consultant"  # its rep offers 4.87 on its first turn, saying no price
 BASELINE = "eager-to-please"
 UNSTATED_LINE = "Compared to what?"
@@ -52,7 +48,7 @@ def responder(request: dict[str, Any]) -> Reply:
 
 
 def play(tmp: Path, seeds: int, prospects: list[str], run_id: str) -> Path:
-    os.environ.setdefault("OPENAI_API_KEY", "sk-test-faithfulness-not-a-real-key")
+    os.environ.setdefault("OPENAI_API_KEY", "test-faithfulness-not-a-real-key")
     from sandbox.cli import app
 
     with FakeProvider(responder) as provider:
@@ -133,41 +129,23 @@ def test_browser_data_carries_the_badge_findings_and_money_in_the_scenarios_form
 
 
 def test_page_shows_the_badge_and_filters_violations_in_headless_chromium(planted_run):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; scripts/setup.sh test installs it (apt-get install chromium)")
-        pytest.skip("chromium not installed (scripts/setup.sh test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    write_report(planted_run)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(planted_run))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/report.html"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 1600})
-            page.goto(url)
-            assert page.locator("#faithfulness-table tr").count() == 3
-            assert page.locator("#faithfulness-table td.hit").count() == 3  # below floor, any, unstated
-            assert page.locator("#faithfulness-table td.hit.soft").count() == 1  # unstated: no violation itself
-            assert page.locator("#episode-list .badge").count() == 6
-            page.select_option("#f-faithfulness", "violation")
-            assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
-            view = page.locator("#episode-view")
-            assert view.locator("h3 .badge").inner_text() == "faithfulness"
-            assert "rep offered 4.87 USD, below its floor of 19,200 USD" in view.locator(".findings").inner_text()
-            assert "[offer 4.87 USD]" in view.inner_text() and "at 4.87 USD" in view.inner_text()
-            assert "note: offer 4.87 is not stated in the message; counted as offered" in view.inner_text()
-            page.select_option("#f-faithfulness", "faithful")
-            assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
-            assert page.locator("#episode-list .badge").count() == 0
-            page.select_option("#f-faithfulness", "violation")
-            page.screenshot(path=str(planted_run / "report.png"), full_page=True)
-            browser.close()
-    finally:
-        server.shutdown()
+    with report_page(planted_run) as page:
+        assert page.locator("#faithfulness-table tr").count() == 3
+        assert page.locator("#faithfulness-table td.hit").count() == 3  # below floor, any, unstated
+        assert page.locator("#faithfulness-table td.hit.soft").count() == 1  # unstated: no violation itself
+        assert page.locator("#episode-list .badge").count() == 6
+        page.select_option("#f-faithfulness", "violation")
+        assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
+        view = page.locator("#episode-view")
+        assert view.locator("h3 .badge").inner_text() == "faithfulness"
+        assert "rep offered 4.87 USD, below its floor of 19,200 USD" in view.locator(".findings").inner_text()
+        assert "[offer 4.87 USD]" in view.inner_text() and "at 4.87 USD" in view.inner_text()
+        assert "note: offer 4.87 is not stated in the message; counted as offered" in view.inner_text()
+        page.select_option("#f-faithfulness", "faithful")
+        assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
+        assert page.locator("#episode-list .badge").count() == 0
+        page.select_option("#f-faithfulness", "violation")
+        page.screenshot(path=str(planted_run / "report.png"), full_page=True)
     assert (planted_run / "report.png").stat().st_size > 10_000
 
 

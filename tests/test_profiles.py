@@ -183,7 +183,7 @@ def test_openai_reasoning_models_go_through_litellm_which_knows_their_parameters
 
 
 def test_a_vllm_server_gets_its_own_key_never_the_openai_one(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-real-openai-key-0000")
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-key-from-the-environment")
     monkeypatch.delenv("HOSTED_VLLM_API_KEY", raising=False)
     vllm = ModelSettings(model="hosted_vllm/qwen", api_base=SERVER)
     assert resolve(vllm).endpoint.api_key == PLACEHOLDER_KEY

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
-import shutil
-import threading
 
 import pytest
 from typer.testing import CliRunner
 
 from sandbox.report import build, write_report
+from tests.browser import report_page
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, spec_file
 from tests.handmade import episode, write_run
 
 runner = CliRunner()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LONG_REASON = (
     "ModelCallError: openai/prospect failed after 4 attempt(s): RateLimitError: the provider refused the request: "
     "tokens per minute exceeded for this organisation; retry after the window resets (limit 30000)"
@@ -113,37 +109,17 @@ def test_report_holds_the_comparison_and_the_warnings(run_folder):
 
 
 def test_page_renders_and_filters_in_headless_chromium(run_folder):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; scripts/setup.sh test installs it (apt-get install chromium)")
-        pytest.skip("chromium not installed (scripts/setup.sh test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    write_report(run_folder)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(run_folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/report.html"
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]  # fmt: skip
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-            page = browser.new_page(viewport={"width": 1200, "height": 1600})
-            page.goto(url)
-            assert page.locator("#comparison-table tr").count() >= 3
-            assert page.evaluate("document.getElementById('forest-plot').naturalWidth") > 0
-            assert page.locator("#episode-view mark").count() >= 1  # an evidence quote highlighted in its turn
-            assert page.locator("#f-count").inner_text() == "12 of 12 episodes"
-            page.select_option("#f-strategy", "assertive-consultant")
-            assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
-            assert page.locator("#episode-list div").count() == 6
-            page.locator("#cells-table a.cell").first.click()
-            assert page.locator("#f-count").inner_text() == "3 of 12 episodes"
-            page.screenshot(path=str(run_folder / "report.png"), full_page=True)
-            browser.close()
-    finally:
-        server.shutdown()
+    with report_page(run_folder) as page:
+        assert page.locator("#comparison-table tr").count() >= 3
+        assert page.evaluate("document.getElementById('forest-plot').naturalWidth") > 0
+        assert page.locator("#episode-view mark").count() >= 1  # an evidence quote highlighted in its turn
+        assert page.locator("#f-count").inner_text() == "12 of 12 episodes"
+        page.select_option("#f-strategy", "assertive-consultant")
+        assert page.locator("#f-count").inner_text() == "6 of 12 episodes"
+        assert page.locator("#episode-list div").count() == 6
+        page.locator("#cells-table a.cell").first.click()
+        assert page.locator("#f-count").inner_text() == "3 of 12 episodes"
+        page.screenshot(path=str(run_folder / "report.png"), full_page=True)
     assert (run_folder / "report.png").stat().st_size > 10_000
 
 
