@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sandbox.local_server import LOCAL_MODEL_NAME
-from sandbox.models.endpoint import Endpoint, StructuredMode, Transport
+from sandbox.models.endpoint import Endpoint, StructuredMode, Transport, split_model
 from sandbox.schemas import ModelSettings
 
 EMBEDDED_ID = "local"  # what a spec or the CLI writes for the embedded model
@@ -152,7 +152,7 @@ def _embedded(settings: ModelSettings, api_base: str | None, slots: int) -> Prof
 
 
 def provider_of(model: str) -> str:
-    return model.split("/", 1)[0] if "/" in model else ""
+    return split_model(model)[0]
 
 
 def _key_in_environment(model: str) -> bool:

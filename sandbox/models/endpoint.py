@@ -13,6 +13,12 @@ StructuredMode = Literal["json_schema", "json_object", "none"]
 Transport = Literal["openai", "litellm"]
 
 
+def split_model(model: str) -> tuple[str, str]:
+    """litellm's routed name ``provider/name`` as (provider, name); a bare name has no provider."""
+    provider, _, name = model.partition("/")
+    return (provider, name) if name else ("", model)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """How to reach one model: the routed name (litellm's form, ``provider/name``: also the label and

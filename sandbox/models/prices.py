@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sandbox.models.endpoint import split_model
+
 TABLE_FILE = "model_prices_and_context_window_backup.json"
 # Providers litellm counts as taking a response schema for any model (litellm.utils.supports_response_schema).
 SCHEMA_FOR_ANY_MODEL = {"predibase", "fireworks_ai", "lm_studio", "nebius", "databricks"}
@@ -30,11 +32,6 @@ def price_table() -> dict[str, Any]:
     return {}
 
 
-def _split(model: str) -> tuple[str, str]:
-    provider, _, name = model.partition("/")
-    return (provider, name) if name else ("", model)
-
-
 @functools.lru_cache(maxsize=256)
 def model_info(model: str) -> dict[str, Any] | None:
     """The table's entry for ``provider/name`` (or a bare name): the key as written, else the bare name
@@ -43,7 +40,7 @@ def model_info(model: str) -> dict[str, Any] | None:
     entry = table.get(model)
     if isinstance(entry, dict) and model != "sample_spec":
         return entry
-    provider, name = _split(model)
+    provider, name = split_model(model)
     entry = table.get(name) if provider else None
     if isinstance(entry, dict) and entry.get("litellm_provider") == provider:
         return entry
@@ -60,7 +57,7 @@ def litellm_knows_cost(model: str) -> bool:
 @functools.lru_cache(maxsize=256)
 def litellm_supports_schema(model: str) -> bool:
     """litellm's own record of whether a hosted model takes a JSON schema in ``response_format``."""
-    if _split(model)[0] in SCHEMA_FOR_ANY_MODEL:
+    if split_model(model)[0] in SCHEMA_FOR_ANY_MODEL:
         return True
     return bool((model_info(model) or {}).get("supports_response_schema"))
 

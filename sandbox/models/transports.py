@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sandbox.models import prices
-from sandbox.models.endpoint import Endpoint
+from sandbox.models.endpoint import Endpoint, split_model
 from sandbox.models.errors import (
     CassetteMissError,
     EmptyResponseError,
@@ -110,7 +110,7 @@ def openai_request(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[str, dic
     if not key:
         raise MissingKeyError(f"no key is set for {endpoint.model}: OPENAI_API_KEY is not in the environment")
     base = endpoint.api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-    body: dict[str, Any] = {"model": endpoint.model.split("/", 1)[1] if "/" in endpoint.model else endpoint.model}
+    body: dict[str, Any] = {"model": split_model(endpoint.model)[1]}
     for name, value in kwargs.items():
         if name == "extra_body":
             body |= value or {}
