@@ -68,6 +68,23 @@ def check_unstated(action: Action, rule: UnstatedOffers) -> tuple[Action, str]:
     return action, f"offer {action.price:g} {UNSTATED}; counted as offered"
 
 
+def apply_action(action: Action, speaker: Speaker, offers: dict[Speaker, float | None]) -> None:
+    """What a turn's action does to the offers on the table: an offer stands, a rejection withdraws."""
+    if action.kind is ActionKind.OFFER:
+        offers[speaker] = action.price
+    elif action.kind is ActionKind.REJECT:
+        offers[_other(speaker)] = None
+
+
+def ending(action: Action, standing: float | None, speaker: Speaker = "rep") -> Outcome | None:
+    """The outcome an (already checked) action ends the dialogue with, or None when it goes on."""
+    if action.kind is ActionKind.ACCEPT:
+        return Outcome(status=OutcomeStatus.DEAL, price=standing, decided_by=speaker)
+    if action.kind is ActionKind.WALK_AWAY:
+        return Outcome(status=OutcomeStatus.WALK_AWAY, decided_by=speaker, reason=f"{speaker} walked away")
+    return None
+
+
 def turn_seed(episode_seed: int, turn_index: int) -> int:
     """Distinct, reproducible seed per turn so the same episode seed replays the same dialogue."""
     return episode_seed * 1000 + turn_index
@@ -82,7 +99,8 @@ async def negotiate(
     unstated_offers: Mapping[Speaker, UnstatedOffers] | None = None,
 ) -> Transcript:
     """Play one episode. ``unstated_offers`` says per side what an offer its message does not state
-    does (default: it counts, noted on the turn)."""
+    does (default: it counts, noted on the turn). A spec's prefix is replayed first, as it was said and
+    under the same rules, and the agents take over at the turn after it."""
     started = time.perf_counter()
     scenario = cast.scenario
     names: dict[Speaker, str] = {"rep": scenario.rep_name, "prospect": cast.prospect.display_name}
@@ -94,7 +112,15 @@ async def negotiate(
     outcome: Outcome | None = None
     speaker: Speaker = spec.opener
 
-    for index in range(spec.max_turns):
+    for said in spec.prefix.turns if spec.prefix is not None else ():
+        turn = Turn(index=len(turns), speaker=said.speaker, message=said.message, action=said.action)
+        if ending(turn.action, offers[_other(said.speaker)]) is not None:
+            raise ValueError(f"prefix turn {turn.index} ends the dialogue ({turn.action.kind.value}); branch before it")
+        apply_action(turn.action, said.speaker, offers)
+        turns.append(turn)
+        speaker = _other(said.speaker)
+
+    for index in range(len(turns), spec.max_turns):
         other = _other(speaker)
         state = state_line(offers[speaker], offers[other], scenario.money)
         cue = opener_cue(speaker, names, scenario.seller)
@@ -122,10 +148,8 @@ async def negotiate(
         if action.kind is ActionKind.OFFER and not price_is_stated(action.price, result.message):
             action, note = check_unstated(action, (unstated_offers or {}).get(speaker, "count"))
             notes.append(note)
-        if action.kind is ActionKind.OFFER:
-            offers[speaker] = action.price
-        elif action.kind is ActionKind.REJECT:
-            offers[other] = None
+        outcome = ending(action, offers[other], speaker)
+        apply_action(action, speaker, offers)
 
         turn = Turn(
             index=index, speaker=speaker, message=result.message, action=action, calls=result.calls, notes=notes
@@ -133,12 +157,7 @@ async def negotiate(
         turns.append(turn)
         if on_turn is not None:
             on_turn(turn)
-
-        if action.kind is ActionKind.ACCEPT:
-            outcome = Outcome(status=OutcomeStatus.DEAL, price=offers[other], decided_by=speaker)
-            break
-        if action.kind is ActionKind.WALK_AWAY:
-            outcome = Outcome(status=OutcomeStatus.WALK_AWAY, decided_by=speaker, reason=f"{speaker} walked away")
+        if outcome is not None:
             break
         speaker = other
 

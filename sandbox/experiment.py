@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sandbox.catalog import Catalog, CatalogError, load_model
-from sandbox.schemas import EpisodeSpec, ModelSettings, Speaker
+from sandbox.schemas import EpisodeSpec, ModelSettings, Prefix, Speaker
 
 
 class RateLimit(BaseModel):
@@ -47,14 +47,24 @@ class RoleModels(BaseModel):
         return value
 
 
+class BranchFrom(BaseModel):
+    """Every episode continues one saved dialogue from turn ``at`` (see :mod:`sandbox.branching`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transcript: str = Field(min_length=1, description="A transcript/result JSON file, or RUN_FOLDER#EPISODE_ID.")
+    at: int = Field(ge=1, description="The first turn the agents say; the turns before it are replayed.")
+    prefix: Prefix | None = Field(None, description="The replayed turns; read from `transcript` when the spec loads.")
+
+
 class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     strategies: list[str] = Field(min_length=1)
-    prospects: list[str] = Field(min_length=1)
-    scenarios: list[str] = Field(min_length=1)
+    prospects: list[str] = Field(default_factory=list, description="Required, unless branch_from gives them.")
+    scenarios: list[str] = Field(default_factory=list, description="Required, unless branch_from gives them.")
     seeds: int | list[int] = Field(1, description="A count (1..n) or an explicit list.")
     openers: Literal["rep", "prospect", "both"] | list[Speaker] = "rep"
     models: RoleModels = Field(default_factory=RoleModels)
@@ -64,6 +74,7 @@ class ExperimentSpec(BaseModel):
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict, description="Keyed by model id.")
     baseline: str | None = None
     budget_usd: float | None = Field(None, gt=0)
+    branch_from: BranchFrom | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -80,6 +91,8 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"baseline '{self.baseline}' is not one of the strategies")
         for axis in ("strategies", "prospects", "scenarios"):
             values = getattr(self, axis)
+            if not values and (axis == "strategies" or self.branch_from is None):
+                raise ValueError(f"{axis} must name at least one id")
             if len(set(values)) != len(values):
                 raise ValueError(f"{axis} has repeated ids")
         return self
@@ -90,6 +103,8 @@ class ExperimentSpec(BaseModel):
 
     @property
     def opener_list(self) -> list[Speaker]:
+        if self.branch_from is not None and self.branch_from.prefix is not None:
+            return [self.branch_from.prefix.turns[0].speaker]  # a branch starts as its source did
         if self.openers == "both":
             return ["rep", "prospect"]
         if isinstance(self.openers, str):
@@ -98,7 +113,10 @@ class ExperimentSpec(BaseModel):
 
     @property
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data["branch_from"] is None:  # specs written before branching keep their fingerprints
+            data.pop("branch_from")
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def all_models(self) -> list[ModelSettings]:
@@ -109,6 +127,13 @@ def load_experiment(path: Path | str, catalog: Catalog | None = None) -> Experim
     """Parse and validate a spec; with a catalog, also check that every id exists."""
     path = Path(path)
     spec = load_model(path, ExperimentSpec)
+    if spec.branch_from is not None:
+        from sandbox.branching import BranchError
+
+        try:
+            spec = resolve_branch(spec)
+        except BranchError as exc:
+            raise CatalogError(f"{path}: field 'branch_from': {exc}") from None
     if catalog is not None:
         for field, known in (
             ("strategies", catalog.strategies),
@@ -123,12 +148,37 @@ def load_experiment(path: Path | str, catalog: Catalog | None = None) -> Experim
     return spec
 
 
+def resolve_branch(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec with its branch's prefix read from the source, and the source's prospect and
+    scenario as its own (a branch keeps the prospect it was talking to; naming another is refused)."""
+    from sandbox.branching import BranchError, load_source, prefix_at
+
+    branch = spec.branch_from
+    assert branch is not None
+    source = load_source(branch.transcript)
+    prefix = prefix_at(source, branch.at, branch.transcript)
+    if len(prefix.turns) >= spec.max_turns:
+        raise BranchError(f"max_turns {spec.max_turns} leaves no turn after the {len(prefix.turns)} replayed")
+    update: dict[str, object] = {"branch_from": branch.model_copy(update={"prefix": prefix})}
+    for axis, value in (("prospects", source.spec.prospect), ("scenarios", source.spec.scenario)):
+        given = getattr(spec, axis)
+        if given and given != [value]:
+            raise BranchError(f"{axis} {given} differ from the source's '{value}'; a branch keeps its prospect")
+        update[axis] = [value]
+    return spec.model_copy(update=update)
+
+
 def _with_temperature(settings: ModelSettings, temperature: float | None) -> ModelSettings:
     return settings if temperature is None else settings.model_copy(update={"temperature": temperature})
 
 
 def expand(spec: ExperimentSpec) -> list[EpisodeSpec]:
     """Every episode of the full grid, in a stable order, each with its deterministic id."""
+    prefix = None
+    if spec.branch_from is not None:
+        if spec.branch_from.prefix is None:
+            raise ValueError("branch_from has no prefix yet: load the spec with load_experiment or resolve_branch")
+        prefix = spec.branch_from.prefix
     episodes = []
     for scenario, prospect, seed, opener, rep_model, prospect_model, strategy in itertools.product(
         spec.scenarios,
@@ -149,6 +199,7 @@ def expand(spec: ExperimentSpec) -> list[EpisodeSpec]:
                 opener=opener,
                 rep_model=_with_temperature(rep_model, spec.temperature),
                 prospect_model=_with_temperature(prospect_model, spec.temperature),
+                prefix=prefix,
             )
         )
     return episodes

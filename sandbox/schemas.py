@@ -275,6 +275,28 @@ class Outcome(BaseModel):
     reason: str | None = None
 
 
+class PrefixTurn(Frozen):
+    """A turn replayed as it was said: what a branched episode shares with its source."""
+
+    speaker: Speaker
+    message: str
+    action: Action = Action()
+
+
+class Prefix(Frozen):
+    """The shared beginning of a branched episode (``sandbox branch``, a spec's ``branch_from``).
+
+    Its turns are replayed, not regenerated, so every continuation starts from the same history;
+    they live in the spec (and so in the episode id), which keeps an episode self-contained: a
+    worker needs no file to play it, and a changed source makes a different episode.
+    """
+
+    source: str = Field(min_length=1, description="Where the turns came from: a transcript file or RUN#EPISODE.")
+    source_episode_id: str
+    source_strategy: str
+    turns: tuple[PrefixTurn, ...] = Field(min_length=1)
+
+
 class EpisodeSpec(Frozen):
     """Everything that determines an episode. Its id is a hash of these axes."""
 
@@ -286,6 +308,7 @@ class EpisodeSpec(Frozen):
     opener: Speaker = "rep"
     rep_model: ModelSettings = ModelSettings()
     prospect_model: ModelSettings = ModelSettings()
+    prefix: Prefix | None = Field(None, description="Turns replayed before the agents speak (a branch).")
 
     @field_validator("strategy", "prospect", "scenario")
     @classmethod
@@ -293,6 +316,26 @@ class EpisodeSpec(Frozen):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _prefix_alternates_from_the_opener(self) -> EpisodeSpec:
+        if self.prefix is not None:
+            if len(self.prefix.turns) >= self.max_turns:
+                raise ValueError(f"a prefix of {len(self.prefix.turns)} turns leaves none of {self.max_turns} to play")
+            speaker = self.opener
+            for index, turn in enumerate(self.prefix.turns):
+                if turn.speaker != speaker:
+                    raise ValueError(f"prefix turn {index} is the {turn.speaker}'s, but the {speaker} speaks then")
+                speaker = "prospect" if speaker == "rep" else "rep"
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_prefix(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Episodes recorded before branching existed keep their ids: no prefix is left out of the dump."""
+        data = handler(self)
+        if data.get("prefix", 0) is None:
+            data.pop("prefix")
+        return data
 
     @property
     def episode_id(self) -> str:
@@ -321,6 +364,11 @@ class Transcript(BaseModel):
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     wall_time_s: float = 0.0
     sandbox_version: str = ""
+
+    @property
+    def prefix_turns(self) -> int:
+        """How many of the turns were replayed from a source (a branch's shared beginning), not played."""
+        return len(self.spec.prefix.turns) if self.spec.prefix is not None else 0
 
     @property
     def calls(self) -> list[ModelCall]:

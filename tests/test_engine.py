@@ -135,3 +135,50 @@ def test_which_sides_unstated_offers_count_comes_from_their_profiles():
         ).episode_id
     )
     assert ModelSettings(unstated_offers="drop").model_dump()["unstated_offers"] == "drop"
+
+
+async def test_a_prefix_is_replayed_as_said_and_the_agents_take_over_after_it(catalog):
+    from sandbox.schemas import Prefix, PrefixTurn
+
+    said = [
+        PrefixTurn(speaker="rep", message="Hi Dana, what does the manual work cost you?"),
+        PrefixTurn(speaker="prospect", message="Too much. I can pay 18,000.", action={"kind": "offer", "price": 18000}),
+    ]
+    prefix = Prefix(source="t.json", source_episode_id="abc", source_strategy="eager-to-please", turns=tuple(said))
+    spec = EpisodeSpec(**{**SPEC.model_dump(), "prefix": prefix})
+    transcript, rep, prospect = await run(catalog, [say("Then we have a deal at 18,000.", "accept")], [])
+    assert transcript.outcome.status is OutcomeStatus.MAX_TURNS  # no prefix: the accept had no prospect offer
+    transcript, rep, prospect = await run(catalog, [say("Then we have a deal at 18,000.", "accept")], [], spec)
+    assert [t.message for t in transcript.turns[:2]] == [t.message for t in said]
+    assert transcript.turns[0].calls == [] and transcript.prefix_turns == 2
+    assert transcript.outcome.status is OutcomeStatus.DEAL and transcript.outcome.price == 18000
+    # The rep saw the replayed history, and its one call got turn 2's seed.
+    assert len(rep.requests) == 1 and prospect.requests == []
+    assert "18,000" in str(rep.requests[0].conversation) and rep.requests[0].seed == turn_seed(spec.seed, 2)
+    assert spec.episode_id != SPEC.episode_id
+
+
+def test_a_prefix_must_alternate_from_the_opener_and_leave_turns_to_play():
+    import pytest
+    from pydantic import ValidationError
+
+    from sandbox.schemas import Prefix, PrefixTurn
+
+    wrong = Prefix(
+        source="t", source_episode_id="a", source_strategy="s", turns=(PrefixTurn(speaker="prospect", message="Hi"),)
+    )
+    with pytest.raises(ValidationError, match="prefix turn 0 is the prospect's"):
+        EpisodeSpec(**{**SPEC.model_dump(), "prefix": wrong})
+    # An episode without a prefix keeps the id it had before prefixes existed.
+    assert "prefix" not in SPEC.model_dump()
+
+
+async def test_a_prefix_that_ends_the_dialogue_is_refused(catalog):
+    import pytest
+
+    from sandbox.schemas import Prefix, PrefixTurn
+
+    said = (PrefixTurn(speaker="rep", message="Bye.", action={"kind": "walk_away"}),)
+    prefix = Prefix(source="t", source_episode_id="a", source_strategy="s", turns=said)
+    with pytest.raises(ValueError, match="prefix turn 0 ends the dialogue"):
+        await run(catalog, [], [], EpisodeSpec(**{**SPEC.model_dump(), "prefix": prefix}))

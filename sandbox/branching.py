@@ -1,0 +1,93 @@
+"""Branches: a saved dialogue continued from one of its turns by another rep strategy.
+
+For a trainer this answers "how should I have handled that objection"; for a researcher it is a
+counterfactual with a common history. The source's turns before the branch point become the
+episode spec's :class:`~sandbox.schemas.Prefix`, replayed by the engine as they were said, so the
+continuations share them exactly and no model is asked to say them again.
+
+A source is named one way everywhere (the CLI's TRANSCRIPT argument and a spec's
+``branch_from.transcript``): a JSON file holding a transcript or an episode result (a practice
+session's file, an exported episode), or a run folder with ``#EPISODE_ID`` (the id may be left out
+when the run holds one episode).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sandbox.results import EpisodeResult
+from sandbox.runfolder import NotARunFolderError, RunFolder
+from sandbox.schemas import ActionKind, Prefix, PrefixTurn, Transcript
+
+
+class BranchError(ValueError):
+    """A source or branch point that cannot be used; the message is one line naming which and why."""
+
+
+def load_source(ref: str) -> Transcript:
+    """The transcript ``ref`` names (see the module docstring for the forms)."""
+    path_text, _, episode_id = ref.partition("#")
+    path = Path(path_text)
+    if path.is_dir():
+        return _from_run(path, episode_id, ref)
+    if not path.is_file():
+        raise BranchError(f"{ref}: no such transcript file or run folder")
+    if episode_id:
+        raise BranchError(f"{ref}: '#EPISODE_ID' goes after a run folder, not a file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BranchError(f"{path}: not a JSON transcript ({exc})") from None
+    try:
+        if isinstance(data, dict) and "cast" in data:
+            return Transcript.model_validate(data)
+        result = EpisodeResult.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise BranchError(f"{path}: field '{where}': {first['msg']}") from None
+    if result.transcript is None:
+        raise BranchError(f"{path}: episode {result.episode_id} has no transcript ({result.error})")
+    return result.transcript
+
+
+def _from_run(folder: Path, episode_id: str, ref: str) -> Transcript:
+    try:
+        run = RunFolder(folder).require()
+    except NotARunFolderError as exc:
+        raise BranchError(str(exc)) from None
+    if not episode_id:
+        ids = run.latest_ids()
+        if len(ids) != 1:
+            raise BranchError(f"{ref}: the run holds {len(ids)} episodes; name one as {folder}#EPISODE_ID")
+        episode_id = ids[0]
+    found = next(iter(run.latest([episode_id])), None)
+    if found is None:
+        raise BranchError(f"{ref}: no episode '{episode_id}' in {folder}")
+    if found.transcript is None:
+        raise BranchError(f"{ref}: episode {episode_id} has no transcript ({found.error})")
+    return found.transcript
+
+
+def prefix_at(source: Transcript, at: int, ref: str) -> Prefix:
+    """The turns before turn ``at``, to be replayed; the agents say turn ``at`` and what follows.
+
+    ``at`` must leave at least one turn of the source behind it, and no turn before it may have
+    ended the dialogue (there would be nothing to continue).
+    """
+    turns = source.turns
+    if not 1 <= at <= len(turns):
+        raise BranchError(f"{ref}: --at {at} is outside the dialogue's turns 1..{len(turns)}")
+    for turn in turns[:at]:
+        if turn.action.kind in (ActionKind.ACCEPT, ActionKind.WALK_AWAY):
+            ends = turn.action.kind.value
+            raise BranchError(f"{ref}: turn {turn.index} ends the dialogue ({ends}); branch at {turn.index} or before")
+    return Prefix(
+        source=ref,
+        source_episode_id=source.episode_id,
+        source_strategy=source.spec.strategy,
+        turns=tuple(PrefixTurn(speaker=t.speaker, message=t.message, action=t.action) for t in turns[:at]),
+    )
