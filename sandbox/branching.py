@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import NotARunFolderError, RunFolder
-from sandbox.schemas import ActionKind, Prefix, PrefixTurn, Transcript
+from sandbox.schemas import ActionKind, ModelSettings, Prefix, PrefixTurn, Transcript
+
+if TYPE_CHECKING:
+    from sandbox.experiment import ExperimentSpec
 
 
 class BranchError(ValueError):
@@ -91,3 +95,38 @@ def prefix_at(source: Transcript, at: int, ref: str) -> Prefix:
         source_strategy=source.spec.strategy,
         turns=tuple(PrefixTurn(speaker=t.speaker, message=t.message, action=t.action) for t in turns[:at]),
     )
+
+
+def branch_experiment(
+    ref: str,
+    at: int,
+    strategies: list[str],
+    count: int,
+    rep_model: ModelSettings | None = None,
+    prospect_model: ModelSettings | None = None,
+    judges: list[ModelSettings] | None = None,
+    max_turns: int | None = None,
+) -> ExperimentSpec:
+    """The experiment ``sandbox branch`` runs: ``count`` seeds per strategy, all from one prefix.
+
+    Unless told otherwise each side keeps the model it had in the source, so the continuations
+    differ from the source only in who plays the rep from turn ``at`` on (and the seed).
+    """
+    from sandbox.experiment import BranchFrom, ExperimentSpec, RoleModels, resolve_branch
+
+    source = load_source(ref)
+    spec = ExperimentSpec(
+        id=f"branch-{source.episode_id[:8]}-at{at}",
+        description=f"{', '.join(strategies)} continuing {ref} from turn {at} (was {source.spec.strategy})",
+        strategies=strategies,
+        seeds=count,
+        max_turns=max_turns or source.spec.max_turns,
+        models=RoleModels(
+            rep=[rep_model or source.spec.rep_model],
+            prospect=[prospect_model or source.spec.prospect_model],
+            judge=list(judges or []),
+        ),
+        concurrency=min(4, max(1, count * len(strategies))),
+        branch_from=BranchFrom(transcript=ref, at=at),
+    )
+    return resolve_branch(spec)

@@ -8,7 +8,7 @@ order ``sandbox --help`` lists them in.
 from __future__ import annotations
 
 # isort: off
-from sandbox.cli import listing, negotiate, judge, run, results  # noqa: F401  (registers the commands)
+from sandbox.cli import listing, negotiate, judge, run, results, branch  # noqa: F401  (registers the commands)
 from sandbox.cli.models import models_app
 
 # isort: on
