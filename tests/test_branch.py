@@ -1,0 +1,133 @@
+"""Branches: a saved dialogue continued by another strategy shares its beginning exactly and only the
+continuation is asked of a model (the fake provider counts what it is asked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sandbox.branching import BranchError, load_source, prefix_at
+from sandbox.cli import app
+from sandbox.engine import build_cast, negotiate
+from sandbox.experiment import expand, load_experiment
+from sandbox.runfolder import RunFolder
+from sandbox.schemas import EpisodeSpec
+from tests.fake_provider import FakeProvider, Reply
+from tests.scripted import ScriptedPolicy, say
+
+runner = CliRunner()
+OPENING = "Hi Dana, what does the manual work cost you today?"
+SOURCE_SPEC = EpisodeSpec(
+    strategy="eager-to-please", prospect="price-haggler", scenario="saas-seats", seed=7, max_turns=6
+)
+
+
+def source_file(tmp_path: Path, catalog) -> Path:  # noqa: ANN001
+    """A six-turn dialogue that ran out of turns, saved as `sandbox negotiate --out` saves one."""
+    rep = ScriptedPolicy([say(OPENING), say("I could do 21,000.", "offer", 21000), say("Whatever you prefer!")])
+    prospect = ScriptedPolicy([say("Too much. 18,000.", "offer", 18000), say("Still too much."), say("Hmm.")])
+    transcript = asyncio.run(negotiate(SOURCE_SPEC, build_cast(SOURCE_SPEC, catalog), rep, prospect))
+    path = tmp_path / "source.json"
+    path.write_text(transcript.model_dump_json())
+    return path
+
+
+def continuation(payload: dict[str, Any]) -> Reply:
+    """A one-call turn that names its seed (so continuations differ) and a verdict quoting turn 0."""
+    seed = payload.get("seed")
+    return Reply(
+        content=json.dumps(
+            {
+                "message": f"Let us look at the value first, option {seed}.",
+                "action": "none",
+                "price": None,
+                "terms": None,
+                "score": 4,
+                "rationale": "Asks about the cost of the problem.",
+                "evidence": [{"turn": 0, "quote": OPENING}],
+            }
+        )
+    )
+
+
+def test_a_branch_point_must_leave_a_turn_and_not_follow_an_ending(tmp_path, catalog):
+    path = source_file(tmp_path, catalog)
+    source = load_source(str(path))
+    assert prefix_at(source, 2, str(path)).turns[1].message == "Too much. 18,000."
+    with pytest.raises(BranchError, match="outside the dialogue's turns 1..6"):
+        prefix_at(source, 7, str(path))
+    with pytest.raises(BranchError, match="no such transcript file or run folder"):
+        load_source(str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(BranchError, match="bad.json: not a JSON transcript"):
+        load_source(str(tmp_path / "bad.json"))
+
+
+def test_a_spec_branch_from_gives_every_episode_the_sources_prefix(tmp_path, catalog):
+    path = source_file(tmp_path, catalog)
+    spec_path = tmp_path / "branch.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "id": "b",
+                "strategies": ["humble-equal", "assertive-consultant"],
+                "seeds": 2,
+                "branch_from": {"transcript": str(path), "at": 3},
+            }
+        )
+    )
+    spec = load_experiment(spec_path, catalog)
+    episodes = expand(spec)
+    assert len(episodes) == 4 and {e.prospect for e in episodes} == {"price-haggler"}
+    assert all(len(e.prefix.turns) == 3 and e.prefix.source_strategy == "eager-to-please" for e in episodes)
+    spec_path.write_text(spec_path.read_text() + "prospects: [skeptic]\n")
+    with pytest.raises(ValueError, match="branch_from.*differ from the source's 'price-haggler'"):
+        load_experiment(spec_path, catalog)
+
+
+def test_branch_command_replays_the_prefix_and_plays_only_the_continuations(tmp_path, catalog):
+    path = source_file(tmp_path, catalog)
+    with FakeProvider(continuation) as provider:
+        result = runner.invoke(
+            app,
+            [
+                "branch",
+                str(path),
+                "--at",
+                "2",
+                "--rep",
+                "humble-equal",
+                "--count",
+                "2",
+                "--model",
+                "openai/gpt-4o-mini",
+                "--api-base",
+                provider.api_base,
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--no-cache",
+            ],
+        )
+        asked = provider.requests
+    assert result.exit_code == 0, result.output
+    assert "2 turns replayed (played by eager-to-please)" in result.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    results = sorted(RunFolder(folder).latest(), key=lambda r: r.spec.seed)
+    assert [r.status for r in results] == ["ok", "ok"]
+    for r in results:
+        said = [t.message for t in r.transcript.turns]
+        assert said[:2] == [OPENING, "Too much. 18,000."] and len(said) == 6
+        assert all(t.calls == [] for t in r.transcript.turns[:2])
+        assert all(t.calls for t in r.transcript.turns[2:])
+        assert r.transcript.cast.strategy.id == "humble-equal" and r.judgements
+    assert results[0].transcript.turns[2].message != results[1].transcript.turns[2].message
+    # 2 continuations x 4 played turns x one call each, plus one verdict per criterion per episode:
+    # nothing was asked to say a replayed turn again.
+    judged = sum(len(r.judgements[0].scores) for r in results)
+    assert len(asked) == 2 * 4 + judged
