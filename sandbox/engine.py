@@ -11,7 +11,7 @@ not state is noted on the turn, and counted or dropped as the speaker's profile 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from sandbox import __version__
@@ -90,6 +90,29 @@ def turn_seed(episode_seed: int, turn_index: int) -> int:
     return episode_seed * 1000 + turn_index
 
 
+def turn_request(
+    spec: EpisodeSpec, cast: Cast, turns: Sequence[Turn], speaker: Speaker, offers: Mapping[Speaker, float | None]
+) -> TurnRequest:
+    """What ``speaker`` is shown to say the turn after ``turns``: its own prompt, the dialogue from its
+    seat, the offers standing. One builder, so anything else that asks an agent "what would you say
+    here" (a practice session's hint) asks exactly as the engine does."""
+    scenario = cast.scenario
+    names: dict[Speaker, str] = {"rep": scenario.rep_name, "prospect": cast.prospect.display_name}
+    other = _other(speaker)
+    state = state_line(offers[speaker], offers[other], scenario.money)
+    cue = opener_cue(speaker, names, scenario.seller)
+    return TurnRequest(
+        speaker=speaker,
+        system_prompt=system_prompt_for(speaker, cast.strategy, cast.prospect, scenario, cast.brief, state),
+        conversation=conversation_for(speaker, [(t.speaker, t.message) for t in turns], cue),
+        own_name=names[speaker],
+        other_name=names[other],
+        standing_offer=offers[other],
+        currency=scenario.currency,
+        seed=turn_seed(spec.seed, len(turns)),
+    )
+
+
 async def negotiate(
     spec: EpisodeSpec,
     cast: Cast,
@@ -103,7 +126,6 @@ async def negotiate(
     under the same rules, and the agents take over at the turn after it."""
     started = time.perf_counter()
     scenario = cast.scenario
-    names: dict[Speaker, str] = {"rep": scenario.rep_name, "prospect": cast.prospect.display_name}
     policies: dict[Speaker, TurnPolicy] = {"rep": rep, "prospect": prospect}
     # The list price is the rep's offer on the table until the rep says otherwise.
     offers: dict[Speaker, float | None] = {"rep": scenario.list_price, "prospect": None}
@@ -122,18 +144,7 @@ async def negotiate(
 
     for index in range(len(turns), spec.max_turns):
         other = _other(speaker)
-        state = state_line(offers[speaker], offers[other], scenario.money)
-        cue = opener_cue(speaker, names, scenario.seller)
-        request = TurnRequest(
-            speaker=speaker,
-            system_prompt=system_prompt_for(speaker, cast.strategy, cast.prospect, scenario, cast.brief, state),
-            conversation=conversation_for(speaker, [(t.speaker, t.message) for t in turns], cue),
-            own_name=names[speaker],
-            other_name=names[other],
-            standing_offer=offers[other],
-            currency=scenario.currency,
-            seed=turn_seed(spec.seed, index),
-        )
+        request = turn_request(spec, cast, turns, speaker, offers)
         try:
             result = await policies[speaker].take_turn(request)
         except ModelCallError as exc:
