@@ -82,6 +82,26 @@ class ProspectPublic(Frozen):
     public_profile: str
 
 
+class PrivateOverrides(Frozen):
+    """One difficulty level's changes to a prospect's private brief; a field left out keeps the file's value."""
+
+    real_need: str | None = Field(None, min_length=1)
+    budget_ratio: float | None = Field(None, gt=0, le=3)
+    walk_away_ratio: float | None = Field(None, gt=0, le=3)
+    alternatives: list[str] | None = None
+    behaviour: list[str] | None = Field(None, min_length=1)
+    wins_them_over: str | None = Field(None, min_length=1)
+    shuts_them_down: str | None = Field(None, min_length=1)
+
+
+class ProspectDifficulty(Frozen):
+    """Easier and harder versions of a prospect for ``sandbox practice --difficulty`` (walk-away margin,
+    how much it reveals, patience), written in the persona file; ``normal`` is the file as it is."""
+
+    easy: PrivateOverrides | None = None
+    hard: PrivateOverrides | None = None
+
+
 class Prospect(Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = Field(min_length=1, description="Catalog label (may name the persona's type).")
@@ -89,9 +109,30 @@ class Prospect(Frozen):
     public_profile: str = Field(min_length=1, description="What the rep may know before the call.")
     private: ProspectPrivate
     sources: list[Source] = Field(min_length=1)
+    difficulty: ProspectDifficulty | None = Field(None, description="Practice levels; agents' episodes ignore it.")
 
     def public(self) -> ProspectPublic:
         return ProspectPublic(display_name=self.display_name, public_profile=self.public_profile)
+
+    @model_validator(mode="after")
+    def _levels_make_valid_briefs(self) -> Prospect:
+        for level in ("easy", "hard"):
+            overrides = getattr(self.difficulty, level, None) if self.difficulty is not None else None
+            if overrides is not None:
+                try:
+                    ProspectPrivate(**{**self.private.model_dump(), **overrides.model_dump(exclude_none=True)})
+                except ValueError as exc:
+                    problem = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                    raise ValueError(f"difficulty.{level}: {problem}") from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_no_difficulty(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """A prospect without practice levels dumps as it did before they existed (transcripts, casts)."""
+        data = handler(self)
+        if data.get("difficulty", 0) is None:
+            data.pop("difficulty")
+        return data
 
 
 class ScenarioPrivate(Frozen):
