@@ -109,14 +109,26 @@ def deal_rates(frame: pd.DataFrame, by: Sequence[str] = ("strategy",)) -> pd.Dat
     return table.drop(columns="measure").rename(columns={"k": "deals"}) if not table.empty else table
 
 
+def matched_pairs(episodes: pd.DataFrame, metric: str, strategy: str, baseline: str) -> pd.DataFrame:
+    """The matched cells (indexed by :data:`MATCH_KEYS`) where both strategies have a value on ``metric``:
+    columns ``a`` (strategy) and ``b`` (baseline), and ``a_id``, ``b_id`` (their episode ids) when the
+    frame has ids. The one pairing: the paired tests and the trainers' contrast packs both use it."""
+    keys = [k for k in MATCH_KEYS if k in episodes]
+    ids = ["episode_id"] if "episode_id" in episodes else []
+    values = episodes[["strategy", *keys, *ids, metric]].copy()
+    values[metric] = pd.to_numeric(values[metric], errors="coerce").astype(float)
+    mine = values[values["strategy"] == strategy].drop(columns="strategy").set_index(keys)
+    base = values[values["strategy"] == baseline].drop(columns="strategy").set_index(keys)
+    named = {"a": mine[metric], "b": base[metric]} | (
+        {"a_id": mine["episode_id"], "b_id": base["episode_id"]} if ids else {}
+    )
+    joined = pd.concat([column.rename(name) for name, column in named.items()], axis=1, join="inner")
+    return joined.dropna(subset=["a", "b"])
+
+
 def matched_differences(episodes: pd.DataFrame, metric: str, strategy: str, baseline: str) -> pd.Series:
     """strategy minus baseline on ``metric`` for every matched cell where both have a value."""
-    keys = [k for k in MATCH_KEYS if k in episodes]
-    values = episodes[["strategy", *keys, metric]].copy()
-    values[metric] = pd.to_numeric(values[metric], errors="coerce").astype(float)
-    mine = values[values["strategy"] == strategy].drop(columns="strategy").set_index(keys)[metric]
-    base = values[values["strategy"] == baseline].drop(columns="strategy").set_index(keys)[metric]
-    joined = pd.concat([mine.rename("a"), base.rename("b")], axis=1, join="inner").dropna()
+    joined = matched_pairs(episodes, metric, strategy, baseline)
     return joined["a"] - joined["b"]
 
 
