@@ -203,14 +203,12 @@ def test_torn_last_line_is_trimmed_on_resume(tmp_path):
 
 
 RUN_KEY = "sk-test-runner-not-a-real-key"
-# `sandbox` in a process of its own, forked from a server process that imported sandbox and litellm
-# once: a fresh interpreter spends about 5 s of CPU importing litellm, for each of the ten processes
-# these tests start. A forked one is as separate: its own files, locks and exit, and SIGKILL lands
-# on it alone.
+# `sandbox` in a process of its own, forked from a server process that imported sandbox once: a fresh
+# interpreter spends seconds of CPU on imports, for each of the ten processes these tests start. A
+# forked one is as separate: its own files, locks and exit, and SIGKILL lands on it alone. The runs
+# talk to the fake provider over the wire transport, which does not import litellm.
 FORKSERVER = multiprocessing.get_context("forkserver")
-# What a run imports, up front; litellm's proxy types are what its first call imports lazily.
-PRELOAD = ["tests.test_experiment", "sandbox.runner", "sandbox.report", "sandbox.models.call", "litellm"]
-PRELOAD += ["litellm.proxy._types", "matplotlib.pyplot"]
+PRELOAD = ["tests.test_experiment", "sandbox.runner", "sandbox.report", "sandbox.models.call", "matplotlib.pyplot"]
 FORKSERVER.set_forkserver_preload(PRELOAD)
 
 
