@@ -94,6 +94,7 @@ def prefix_at(source: Transcript, at: int, ref: str) -> Prefix:
         source_episode_id=source.episode_id,
         source_strategy=source.spec.strategy,
         turns=tuple(PrefixTurn(speaker=t.speaker, message=t.message, action=t.action) for t in turns[:at]),
+        judged=False,
     )
 
 

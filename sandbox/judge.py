@@ -63,6 +63,11 @@ class JudgeCase(BaseModel):
     turns: list[JudgeTurn]
     outcome: str
     agent_models: dict[Speaker, str] = Field(default_factory=dict)
+    judged_from: int = Field(
+        0,
+        description="First turn this episode's agents played; the turns before it are a shared beginning "
+        "(a branch's), shown for context, never quotable as evidence.",
+    )
 
 
 def describe_outcome(status: OutcomeStatus, price: float | None, decided_by: str | None, money) -> str:  # noqa: ANN001
@@ -84,18 +89,22 @@ def deal_context(scenario: ScenarioPublic) -> str:
 def case_from_transcript(transcript: Transcript) -> JudgeCase:
     scenario = transcript.cast.scenario.public()
     outcome = transcript.outcome
+    prefix = transcript.spec.prefix
     return JudgeCase(
         episode_id=transcript.episode_id,
         context=deal_context(scenario),
         turns=[JudgeTurn(index=t.index, speaker=t.speaker, text=t.message) for t in transcript.turns],
         outcome=describe_outcome(outcome.status, outcome.price, outcome.decided_by, scenario.money),
         agent_models={"rep": transcript.spec.rep_model.model, "prospect": transcript.spec.prospect_model.model},
+        judged_from=0 if prefix is None or prefix.judged else len(prefix.turns),
     )
 
 
 def nonce_for(case: JudgeCase) -> str:
     """Deterministic (so cassettes replay) but not guessable from inside the transcript text."""
-    digest = hashlib.sha256(case.model_dump_json().encode()).hexdigest()
+    # A case of an unbranched episode hashes as it did before branches existed: recorded judge calls replay.
+    digest = hashlib.sha256(case.model_dump_json(exclude={"judged_from"} if not case.judged_from else None).encode())
+    digest = digest.hexdigest()
     return f"id={digest[:12]}"
 
 
@@ -126,6 +135,7 @@ def judge_messages(case: JudgeCase, criterion: Criterion) -> list[dict[str, str]
                 outcome=case.outcome,
                 criterion=criterion,
                 about=about,
+                judged_from=case.judged_from,
             ),
         },
     ]
@@ -153,7 +163,7 @@ _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 def quote_options(case: JudgeCase) -> list[str]:
     """Every sentence of every turn, as '[turn] sentence': the only quotes a constrained judge may give."""
     options: list[str] = []
-    for turn in case.turns:
+    for turn in case.turns[case.judged_from :]:
         for sentence in _SENTENCE.findall(" ".join(turn.text.split())):
             sentence = sentence.strip()
             if len(sentence.split()) >= MIN_QUOTE_WORDS:
@@ -231,6 +241,8 @@ def check_evidence(case: JudgeCase, quotes: list[QuoteOut], criterion: Criterion
         problem = None
         if turn is None:
             problem = f"turn {q.turn} does not exist"
+        elif q.turn < case.judged_from:
+            problem = f"turn {q.turn} is in the shared beginning (turns before {case.judged_from}), not this episode's"
         elif not verify_quote(q.quote, turn.text):
             problem = f"not found in turn {q.turn}"
         elif turn.speaker not in allowed:

@@ -336,6 +336,11 @@ class Prefix(Frozen):
     source_episode_id: str
     source_strategy: str
     turns: tuple[PrefixTurn, ...] = Field(min_length=1)
+    judged: bool = Field(
+        True,
+        description="Whether the judge scores the replayed turns as this episode's play: yes for a practice "
+        "session's own turns kept after an undo; no for a branch's shared beginning, which another strategy said.",
+    )
 
 
 class EpisodeSpec(Frozen):

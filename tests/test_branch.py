@@ -39,8 +39,10 @@ def source_file(tmp_path: Path, catalog) -> Path:  # noqa: ANN001
 
 
 def continuation(payload: dict[str, Any]) -> Reply:
-    """A one-call turn that names its seed (so continuations differ) and a verdict quoting turn 0."""
+    """A one-call turn that names its seed (so continuations differ), and a verdict quoting the shared
+    beginning's turn 0 and the continuation's first rep turn."""
     seed = payload.get("seed")
+    own = 3 if "about: the prospect" in str(payload["messages"][-1]["content"]) else 2  # its first turn
     return Reply(
         content=json.dumps(
             {
@@ -50,7 +52,7 @@ def continuation(payload: dict[str, Any]) -> Reply:
                 "terms": None,
                 "score": 4,
                 "rationale": "Asks about the cost of the problem.",
-                "evidence": [{"turn": 0, "quote": OPENING}],
+                "evidence": [{"turn": 0, "quote": OPENING}, {"turn": own, "quote": "Let us look at the value first"}],
             }
         )
     )
@@ -127,6 +129,15 @@ def test_branch_command_replays_the_prefix_and_plays_only_the_continuations(tmp_
         assert all(t.calls for t in r.transcript.turns[2:])
         assert r.transcript.cast.strategy.id == "humble-equal" and r.judgements
     assert results[0].transcript.turns[2].message != results[1].transcript.turns[2].message
+    # The judge is told which turns are shared, and a quote from them does not count: the new rep
+    # is scored on what it said, not on what the source's rep said before it took over.
+    judge_prompts = [str(r["messages"][-1]["content"]) for r in asked if "Criterion:" in str(r["messages"][-1])]
+    assert judge_prompts and all("Turns 0 to 1 are a shared beginning" in p for p in judge_prompts)
+    for r in results:
+        for score in r.judgements[0].scores:
+            by_turn = {e.turn: e for e in score.evidence}
+            assert not by_turn[0].verified and "shared beginning" in by_turn[0].problem
+            assert by_turn[max(by_turn)].verified and score.supported
     # 2 continuations x 4 played turns x one call each, plus one verdict per criterion per episode:
     # nothing was asked to say a replayed turn again.
     judged = sum(len(r.judgements[0].scores) for r in results)
