@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # isort: off
 from sandbox.cli import listing, negotiate, judge, run, results, branch  # noqa: F401  (registers the commands)
+from sandbox.cli import practice  # noqa: F401
 from sandbox.cli.models import models_app
 
 # isort: on
