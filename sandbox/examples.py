@@ -1,32 +1,56 @@
-"""Example dialogues for sales trainers: the best and worst episodes of each strategy, as Markdown.
+"""Example dialogues for sales trainers: which episodes to show, and the packs that show them.
 
-A trainer wants a few dialogues to discuss, not a results table: for each strategy the episodes that
-scored highest and lowest on a chosen column (the rubric mean, one criterion, or an outcome metric),
-each with the reason it was picked, the dialogue, what the prospect was really hiding, and the judge's
-verdicts with the quotes that were checked against the transcript. Picking is a pure function over
-the results table, so it is tested apart from the files it writes.
+A trainer wants a few dialogues to discuss, not a results table. Three kinds of pick, each a pure
+function over the results table (so they are tested apart from the files written):
+
+- :func:`pick_examples`: each strategy's highest and lowest episodes on a column;
+- :func:`pick_contrasts`: matched pairs of two strategies (same prospect, scenario, seed, opener and
+  models: :func:`sandbox.stats.matched_pairs`, the pairing of the paired tests) where they differ most;
+- fresh examples: :func:`fresh_spec` writes the experiment a trainer would otherwise write by hand.
+
+Picks rank on :func:`sandbox.packs.verified_frame`: a score whose evidence was not verified does not
+count. The pack model and its renderers live in :mod:`sandbox.packs`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 import pandas as pd
 from pydantic import BaseModel
 
-from sandbox.amounts import money_text
-from sandbox.judge import describe_outcome
-from sandbox.metrics import OutcomeMetrics, faithfulness_findings
+from sandbox.experiment import ExperimentSpec, RoleModels
+from sandbox.metrics import OutcomeMetrics
+from sandbox.packs import (
+    Pack,
+    Panel,
+    dialogue_view,
+    played_by_embedded,
+    render_dialogue_markdown,
+    template_env,
+    transcript_view,
+    verified_frame,
+    write_pack,
+)
 from sandbox.runfolder import RunFolder
-from sandbox.schemas import EpisodeSpec, Judgement, Transcript
-from sandbox.stats import episode_level
-from sandbox.table import results_frame
+from sandbox.schemas import Judgement, ModelSettings, Rubric, Transcript
+from sandbox.stats import MATCH_KEYS, episode_level, matched_pairs
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+__all__ = [
+    "ContrastPair",
+    "ExamplesError",
+    "Pick",
+    "fresh_spec",
+    "pick_contrasts",
+    "pick_examples",
+    "played_by_embedded",
+    "render_dialogue",
+    "write_contrast",
+    "write_examples",
+    "write_fresh",
+]
 
 
 class ExamplesError(ValueError):
@@ -44,16 +68,40 @@ class Pick(BaseModel):
     why: str
 
 
-def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int = 1) -> list[Pick]:
-    """The ``per_strategy`` highest and lowest finished episodes of each strategy on column ``by``.
+class ContrastPair(BaseModel):
+    """Two matched episodes of two strategies and how far apart they are on ``by``."""
 
-    Episodes without a value are never picked; ties go to the lower episode id, so the same run
-    always gives the same examples. A strategy with fewer than two scored episodes gets one pick.
-    """
+    a_episode_id: str
+    b_episode_id: str
+    strategy_a: str
+    strategy_b: str
+    by: str
+    a_value: float
+    b_value: float
+    match: dict[str, Any]
+
+    @property
+    def difference(self) -> float:
+        return self.a_value - self.b_value
+
+    @property
+    def why(self) -> str:
+        m = self.match
+        return (
+            f"{m.get('prospect')} / {m.get('scenario')}, seed {m.get('seed')}, {m.get('opener')} opens: "
+            f"{self.strategy_a} {self.a_value:.2f} vs {self.strategy_b} {self.b_value:.2f} on {self.by} "
+            f"(difference {self.difference:+.2f})"
+        )
+
+
+def _finished(frame: pd.DataFrame) -> pd.DataFrame:
     episodes = episode_level(frame)
     if episodes.empty or "status" not in episodes:
         raise ExamplesError("the run has no finished episodes yet")
-    episodes = episodes[episodes["status"] == "ok"]
+    return episodes[episodes["status"] == "ok"]
+
+
+def _require_column(episodes: pd.DataFrame, by: str) -> None:
     choices = sorted(
         c
         for c in episodes.columns
@@ -61,6 +109,16 @@ def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int
     )  # numbers (or nothing yet): a status or a name cannot rank episodes
     if by not in choices:
         raise ExamplesError(f"unknown column '{by}'; choose one of: {', '.join(choices) or 'none (nothing judged)'}")
+
+
+def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int = 1) -> list[Pick]:
+    """The ``per_strategy`` highest and lowest finished episodes of each strategy on column ``by``.
+
+    Episodes without a value are never picked; ties go to the lower episode id, so the same run
+    always gives the same examples. A strategy with fewer than two scored episodes gets one pick.
+    """
+    episodes = _finished(frame)
+    _require_column(episodes, by)
     picks: list[Pick] = []
     for strategy, group in episodes.groupby("strategy", sort=True):
         values = pd.to_numeric(group[by], errors="coerce")
@@ -83,90 +141,92 @@ def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int
     return picks
 
 
-def dialogue_context(
-    transcript: Transcript, judgements: list[Judgement], metrics: OutcomeMetrics | None, why: str
-) -> dict[str, Any]:
-    """What the template shows for one episode: evidence quotes are attached to the turns they cite."""
-    cast = transcript.cast
-    cited: dict[int, list[str]] = {}
-    verdicts = []
-    for judgement in judgements:
-        for score in judgement.scores:
-            quotes = [e for e in score.evidence if e.verified]
-            for e in quotes:
-                cited.setdefault(e.turn, []).append(f"{score.criterion} {score.score}")
-            verdicts.append(
-                {
-                    "judge": judgement.judge_model,
-                    "criterion": score.criterion,
-                    "score": score.score,
-                    "rationale": score.rationale,
-                    "quotes": quotes,
-                    "error": score.error,
-                }
-            )
-    names = {"rep": cast.scenario.rep_name, "prospect": cast.prospect.display_name}
-    money = functools.partial(money_text, cast.scenario)  # the scenario's format, cents kept (4.87 USD)
-    turns = [
-        {
-            "index": t.index,
-            "speaker": names[t.speaker],
-            "role": t.speaker,
-            "message": t.message.strip(),
-            "action": t.action.kind.value,
-            "price": money(t.action.price),
-            "cited": cited.get(t.index, []),
-            "notes": list(t.notes),
-        }
-        for t in transcript.turns
+def pick_contrasts(
+    frame: pd.DataFrame, strategy_a: str, strategy_b: str, by: str = "score_mean", count: int = 3
+) -> list[ContrastPair]:
+    """The ``count`` matched pairs of finished episodes where ``strategy_a`` and ``strategy_b`` differ most
+    on ``by`` (largest absolute difference first; ties by episode ids, so a run always gives the same
+    pairs). A pair needs a value on both sides: a failed or unjudged episode never makes one."""
+    if strategy_a == strategy_b:
+        raise ExamplesError(f"--contrast needs two different strategies, not '{strategy_a}' twice")
+    episodes = _finished(frame)
+    known = sorted(set(episodes["strategy"]))
+    for strategy in (strategy_a, strategy_b):
+        if strategy not in known:
+            raise ExamplesError(f"no finished episode of '{strategy}'; the run has: {', '.join(known) or 'none'}")
+    _require_column(episodes, by)
+    pairs = matched_pairs(episodes, by, strategy_a, strategy_b).reset_index()
+    if pairs.empty:
+        raise ExamplesError(f"no matched pair of {strategy_a} and {strategy_b} has a value for '{by}'")
+    pairs["gap"] = (pairs["a"] - pairs["b"]).abs()
+    pairs = pairs.sort_values(["gap", "a_id", "b_id"], ascending=[False, True, True]).head(count)
+    keys = [k for k in MATCH_KEYS if k in pairs]
+    return [
+        ContrastPair(
+            a_episode_id=row["a_id"],
+            b_episode_id=row["b_id"],
+            strategy_a=strategy_a,
+            strategy_b=strategy_b,
+            by=by,
+            a_value=float(row["a"]),
+            b_value=float(row["b"]),
+            match={k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keys},
+        )
+        for _, row in pairs.iterrows()
     ]
-    return {
-        "why": why,
-        "transcript": transcript,
-        "spec": transcript.spec,
-        "cast": cast,
-        "turns": turns,
-        "verdicts": verdicts,
-        "outcome_text": _outcome_text(transcript),
-        "money": money,
-        "findings": faithfulness_findings(transcript),
-        "metrics": metrics,
-        "embedded": played_by_embedded(transcript.spec),
-    }
 
 
-def played_by_embedded(spec: EpisodeSpec) -> bool:
-    """The handouts warn when the tiny embedded model played a side: the format, not the selling."""
-    from sandbox.profiles import is_embedded
+def fresh_spec(
+    rep: str,
+    prospect: str,
+    scenario: str,
+    count: int,
+    model: ModelSettings,
+    contrast: str | None = None,
+    judges: list[ModelSettings] | None = None,
+    max_turns: int = 12,
+) -> ExperimentSpec:
+    """The experiment behind ``sandbox examples --rep ...``: seeds 1..count of one strategy (and of
+    ``contrast``, paired) against one prospect in one scenario, judged (by ``model`` unless ``judges``)."""
+    strategies = [rep] if contrast is None else [rep, contrast]
+    slug = re.sub(r"[^a-z0-9-]+", "-", f"examples-{rep}-{prospect}".lower()).strip("-")
+    return ExperimentSpec(
+        id=slug,
+        description=f"sandbox examples: {' vs '.join(strategies)} against {prospect} in {scenario}, {count} seeds",
+        strategies=strategies,
+        prospects=[prospect],
+        scenarios=[scenario],
+        seeds=count,
+        max_turns=max_turns,
+        models=RoleModels(rep=[model], prospect=[model], judge=[model] if judges is None else judges),
+        baseline=contrast,
+    )
 
-    return is_embedded(spec.rep_model) or is_embedded(spec.prospect_model)
 
-
-def _outcome_text(transcript: Transcript) -> str:
-    outcome = transcript.outcome
-    scenario = transcript.cast.scenario
-    text = describe_outcome(outcome.status, outcome.price, outcome.decided_by, functools.partial(money_text, scenario))
-    return f"{text} ({outcome.reason})" if outcome.reason and outcome.status.value == "failed" else text
+# --------------------------------------------------------------------------- writing
 
 
 def render_dialogue(
-    transcript: Transcript, judgements: list[Judgement], metrics: OutcomeMetrics | None, why: str
+    transcript: Transcript,
+    judgements: list[Judgement],
+    metrics: OutcomeMetrics | None,
+    why: str,
+    rubric: Rubric | None = None,
 ) -> str:
     """One dialogue as a Markdown handout (shared by `sandbox examples` and `sandbox negotiate --handout`)."""
-    context = dialogue_context(transcript, judgements, metrics, why)
-    return _env().get_template("example.md.j2").render(**context)
+    view = transcript_view(transcript, judgements, metrics, rubric or _rubric(), label="", why=why)
+    return render_dialogue_markdown(view)
 
 
-@functools.cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+def _rubric() -> Rubric | None:
+    """The shipped rubric (criterion names and sources for the debrief); None when it cannot be read."""
+    from sandbox.catalog import CatalogError
+    from sandbox.judge import load_rubric
+
+    try:
+        return load_rubric()
+    except (CatalogError, OSError):
+        return None
 
 
 def file_name(pick: Pick) -> str:
@@ -174,13 +234,26 @@ def file_name(pick: Pick) -> str:
     return f"{slug}.md"
 
 
+def _results(run: RunFolder, ids: set[str]) -> dict[str, Any]:
+    return {r.episode_id: r for r in run.latest(ids=ids)}  # only the picks held
+
+
 def write_examples(
-    folder: RunFolder | Path | str, by: str = "score_mean", per_strategy: int = 1, out: Path | None = None
+    folder: RunFolder | Path | str,
+    by: str = "score_mean",
+    per_strategy: int = 1,
+    out: Path | None = None,
+    rubric: Rubric | None = None,
+    pdf: bool = False,
 ) -> tuple[Path, list[Pick]]:
-    """Write one Markdown file per pick and an index (README.md) into ``out`` (default: run/examples)."""
+    """One Markdown file per pick, an index (README.md), and the pack (pack.md, pack.html: each
+    strategy's highest and lowest side by side) in ``out`` (default: run/examples).
+
+    With ``pdf``, pack.pdf too; :class:`sandbox.packs.PdfError` says why not (the rest is written)."""
     run = RunFolder.of(folder)
-    picks = pick_examples(results_frame(run), by=by, per_strategy=per_strategy)
-    results = {r.episode_id: r for r in run.latest(ids={p.episode_id for p in picks})}  # only the picks held
+    rubric = rubric or _rubric()
+    picks = pick_examples(verified_frame(run), by=by, per_strategy=per_strategy)
+    results = _results(run, {p.episode_id for p in picks})
     if out is None:
         out = run.examples_dir
         for stale in out.glob("*.md"):  # our own folder: picks by another column must not linger
@@ -188,16 +261,103 @@ def write_examples(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = []
+    columns: dict[str, list] = {}
     for pick in picks:
         name = file_name(pick)
         result = results[pick.episode_id]
-        assert result.transcript is not None  # picks come from finished episodes only
-        text = render_dialogue(result.transcript, result.judgements, result.metrics, f"Picked as the {pick.why}.")
-        (out / name).write_text(text, encoding="utf-8")
+        view = dialogue_view(
+            result, rubric, label=f"{pick.rank} {by} ({pick.value:.2f})", why=f"Picked as the {pick.why}."
+        )
+        (out / name).write_text(render_dialogue_markdown(view), encoding="utf-8")
         index.append({"pick": pick, "file": name, "result": result})
+        columns.setdefault(pick.strategy, []).append(view)
     embedded = any(played_by_embedded(e["result"].spec) for e in index)
-    template = _env().get_template("examples_index.md.j2")
+    template = template_env(False).get_template("examples_index.md.j2")
     (out / "README.md").write_text(
         template.render(run=run.path.name, by=by, entries=index, embedded=embedded), encoding="utf-8"
     )
+    panels = [
+        Panel(title=f"{strategy}: highest and lowest {by}", why=f"The {strategy} episodes of run {run.path.name} "
+              f"that scored highest and lowest on {by}.", columns=views)
+        for strategy, views in columns.items()
+    ]  # fmt: skip
+    pack = Pack(
+        title=f"Best and worst dialogues of run {run.path.name}",
+        intro=f"Each strategy's highest and lowest finished episodes by {by}, side by side.",
+        panels=panels,
+    )
+    write_pack(pack, out, "pack", pdf=pdf)
     return out, picks
+
+
+def contrast_pack(run: RunFolder, pairs: list[ContrastPair], rubric: Rubric | None) -> Pack:
+    """A panel per pair: no shared part, the two strategies side by side."""
+    results = _results(run, {p.a_episode_id for p in pairs} | {p.b_episode_id for p in pairs})
+    panels = []
+    for number, pair in enumerate(pairs, start=1):
+        columns = [
+            dialogue_view(results[episode], rubric, label=f"{strategy}: {pair.by} {value:.2f}")
+            for episode, strategy, value in (
+                (pair.a_episode_id, pair.strategy_a, pair.a_value),
+                (pair.b_episode_id, pair.strategy_b, pair.b_value),
+            )
+        ]
+        title = f"Pair {number}: {pair.strategy_a} vs {pair.strategy_b}"
+        panels.append(Panel(title=title, why=f"The same prospect, scenario, seed, opener and models; {pair.why}.",
+                            columns=columns))  # fmt: skip
+    a, b = pairs[0].strategy_a, pairs[0].strategy_b
+    return Pack(
+        title=f"{a} vs {b}: the same conversations, two strategies",
+        intro=f"Run {run.path.name}: the {len(pairs)} matched pairs where {a} and {b} differ most on "
+        f"{pairs[0].by} (verified judgements only).",
+        panels=panels,
+    )
+
+
+def write_contrast(
+    folder: RunFolder | Path | str,
+    strategy_a: str,
+    strategy_b: str,
+    by: str = "score_mean",
+    count: int = 3,
+    out: Path | None = None,
+    rubric: Rubric | None = None,
+    pdf: bool = False,
+) -> tuple[list[Path], list[ContrastPair]]:
+    """The contrast pack of two strategies (``out`` default: run/examples/contrast), its files and pairs."""
+    run = RunFolder.of(folder)
+    pairs = pick_contrasts(verified_frame(run), strategy_a, strategy_b, by=by, count=count)
+    pack = contrast_pack(run, pairs, rubric or _rubric())
+    stem = re.sub(r"[^a-z0-9-]+", "-", f"{strategy_a}-vs-{strategy_b}-by-{by}".lower())
+    return write_pack(pack, Path(out) if out else run.examples_dir / "contrast", stem, pdf=pdf), pairs
+
+
+def write_fresh(
+    folder: RunFolder | Path | str,
+    contrast: tuple[str, str] | None = None,
+    out: Path | None = None,
+    rubric: Rubric | None = None,
+    pdf: bool = False,
+) -> list[Path]:
+    """The pack of a fresh-examples run: every seed, in order (one column each), or with ``contrast``
+    every matched pair of the two strategies, most different first."""
+    run = RunFolder.of(folder)
+    rubric = rubric or _rubric()
+    if contrast is not None:
+        episodes = len(run.latest_ids())
+        return write_contrast(run, *contrast, count=max(1, episodes), out=out, rubric=rubric, pdf=pdf)[0]
+    results = sorted((r for r in run.latest() if r.transcript is not None), key=lambda r: (r.spec.seed, r.episode_id))
+    if not results:
+        raise ExamplesError(f"{run.path}: no episode has a dialogue")
+    panels = []
+    for result in results:
+        label = f"seed {result.spec.seed}" + ("" if result.status == "ok" else f" (failed: {result.error})")
+        view = dialogue_view(result, rubric, label=label)
+        panels.append(Panel(title=f"{view.title}, seed {result.spec.seed}", columns=[view]))
+    first = results[0].spec
+    pack = Pack(
+        title=f"{first.strategy} meets {first.prospect} in {first.scenario}",
+        intro=f"Run {run.path.name}: {len(results)} dialogues, seeds {', '.join(str(r.spec.seed) for r in results)}.",
+        panels=panels,
+    )
+    return write_pack(pack, Path(out) if out else run.examples_dir, "pack", pdf=pdf)
