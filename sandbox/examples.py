@@ -338,6 +338,7 @@ def write_fresh(
     out: Path | None = None,
     rubric: Rubric | None = None,
     pdf: bool = False,
+    by: str = "score_mean",
 ) -> list[Path]:
     """The pack of a fresh-examples run: every seed, in order (one column each), or with ``contrast``
     every matched pair of the two strategies, most different first."""
@@ -345,7 +346,7 @@ def write_fresh(
     rubric = rubric or _rubric()
     if contrast is not None:
         episodes = len(run.latest_ids())
-        return write_contrast(run, *contrast, count=max(1, episodes), out=out, rubric=rubric, pdf=pdf)[0]
+        return write_contrast(run, *contrast, by=by, count=max(1, episodes), out=out, rubric=rubric, pdf=pdf)[0]
     results = sorted((r for r in run.latest() if r.transcript is not None), key=lambda r: (r.spec.seed, r.episode_id))
     if not results:
         raise ExamplesError(f"{run.path}: no episode has a dialogue")

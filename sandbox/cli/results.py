@@ -8,21 +8,55 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sandbox.cli.common import RunFolderArg, app, console, fail, open_run
+from sandbox.cli.common import (
+    ApiBaseOpt,
+    CassetteOpt,
+    NoPreflightOpt,
+    PersonasOpt,
+    RecordOpt,
+    RubricOpt,
+    RunFolderArg,
+    app,
+    console,
+    fail,
+    model_settings,
+    open_catalog,
+    open_rubric,
+    open_run,
+)
 
 
 @app.command("export")
 def export_command(
     run: RunFolderArg,
-    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv, or chat (dialogues as chat JSONL).")] = "parquet",
     out: Annotated[Path | None, typer.Option("--out", help="Output file.")] = None,
+    side: Annotated[
+        str | None, typer.Option("--side", help="chat: whose seat the dialogue is seen from, rep or prospect.")
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="chat: only dialogues whose verified rubric mean is at least this."),
+    ] = None,
 ) -> None:
-    """Write the tidy results table (one row per episode x judge model)."""
+    """Write the tidy results table (one row per episode x judge model), or the dialogues as chat JSONL."""
+    if fmt not in {"parquet", "csv", "chat"}:
+        fail(f"--format must be parquet, csv or chat, not '{fmt}'")
+    open_run(run)
+    if fmt == "chat":
+        from sandbox.export_chat import export_chat
+
+        if side not in (None, "rep", "prospect"):
+            fail(f"--side must be rep or prospect, not '{side}'")
+        summary = export_chat(run, side or "rep", min_score, out)  # type: ignore[arg-type]
+        left = "; ".join(f"{n} {reason}" for reason, n in sorted(summary.skipped.items()))
+        console.print(f"written {summary.lines} dialogues to {summary.path}" + (f" (left out: {left})" if left else ""),
+                      soft_wrap=True)  # fmt: skip
+        return
+    if side is not None or min_score is not None:
+        fail("--side and --min-score apply to --format chat only")
     from sandbox.table import export
 
-    if fmt not in {"parquet", "csv"}:
-        fail(f"--format must be parquet or csv, not '{fmt}'")
-    open_run(run)
     target = export(run, fmt, out)  # type: ignore[arg-type]
     console.print(f"written {target}")
 
@@ -51,28 +85,176 @@ def report_command(
 
 @app.command("examples")
 def examples_command(
-    run: RunFolderArg,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[RUN] [STRATEGY]", help="A run folder; after --contrast A, the second strategy B may follow."
+        ),
+    ] = None,
     by: Annotated[
         str, typer.Option("--by", help="Column to rank by: score_mean, score_<criterion> or m_<metric>.")
     ] = "score_mean",
     per_strategy: Annotated[int, typer.Option("--per-strategy", min=1, help="Highest and lowest N each.")] = 1,
+    contrast: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--contrast",
+            help="RUN --contrast A B: two strategies on matched episodes; with --rep: the one to pair it with.",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, max=100, help="Pairs to show (default 3), or seeds to play (5).")
+    ] = None,
+    rep: Annotated[str | None, typer.Option("--rep", help="Fresh examples: the strategy playing the rep.")] = None,
+    prospect: Annotated[str | None, typer.Option("--prospect", help="Fresh examples: the prospect.")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", help="Fresh examples: the scenario.")] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Fresh examples: model for both sides and the judge.")
+    ] = "local",
+    api_base: ApiBaseOpt = None,
+    judge_model: Annotated[
+        list[str] | None, typer.Option("--judge-model", help="Fresh examples: judge model(s); default --model.")
+    ] = None,
+    max_turns: Annotated[int, typer.Option("--max-turns", min=2, max=200, help="Fresh examples: turn limit.")] = 12,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Fresh examples: where the run folder goes.")] = Path(
+        "runs"
+    ),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the local response cache.")] = False,
+    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Response cache folder.")] = Path(".sandbox-cache"),
+    pdf: Annotated[bool, typer.Option("--pdf", help="Also print the pack to PDF with headless Chromium.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/examples).")] = None,
+    cassette: CassetteOpt = None,
+    record: RecordOpt = False,
+    rubric: RubricOpt = None,
+    personas: PersonasOpt = None,
+    no_preflight: NoPreflightOpt = False,
 ) -> None:
-    """Write example dialogues for trainers: each strategy's best and worst episodes, as Markdown."""
-    from sandbox.examples import ExamplesError, write_examples
+    """Example dialogues for trainers, as packs (Markdown + printable HTML): each strategy's best and
+    worst (RUN), two strategies on the same conversations (RUN --contrast A B), or fresh episodes played
+    now through the runner (--rep S --prospect P --scenario C [--contrast S2])."""
+    from sandbox.examples import ExamplesError
 
-    open_run(run)
+    targets = list(targets or [])
+    contrast = list(contrast or [])
+    loaded_rubric = open_rubric(rubric)
     try:
-        folder, picks = write_examples(run, by=by, per_strategy=per_strategy, out=out)
+        if rep is not None or prospect is not None or scenario is not None:
+            if targets:
+                fail(f"fresh examples (--rep) take no run folder or strategy argument, got: {' '.join(targets)}")
+            folder = _fresh_run(
+                rep, prospect, scenario, contrast, count or 5, model, api_base, judge_model, max_turns, runs_dir,
+                None if no_cache else cache_dir, cassette, record, loaded_rubric, personas, no_preflight,
+            )  # fmt: skip
+            _write_pack(folder, "fresh", contrast=(rep, contrast[0]) if contrast else None, by=by, out=out,
+                        rubric=loaded_rubric, pdf=pdf)  # fmt: skip
+            return
+        if not targets:
+            fail(
+                "name a run folder (sandbox examples RUN), or ask for fresh examples with --rep, --prospect, --scenario"
+            )
+        run, extra = Path(targets[0]), targets[1:]
+        open_run(run)
+        if extra and not contrast:
+            fail(f"unexpected argument(s) after the run folder: {' '.join(extra)} (did you mean --contrast A B?)")
+        if contrast:
+            strategies = contrast + extra
+            if len(strategies) != 2:
+                fail(f"--contrast takes two strategies (RUN --contrast A B), got {len(strategies)}")
+            _write_pack(run, "contrast", contrast=(strategies[0], strategies[1]), by=by, count=count or 3, out=out,
+                        rubric=loaded_rubric, pdf=pdf)  # fmt: skip
+            return
+        _write_pack(run, "best-worst", by=by, per_strategy=per_strategy, out=out, rubric=loaded_rubric, pdf=pdf)
     except ExamplesError as exc:
-        fail(f"{run}: {exc}")
-    table = Table(title=f"Examples by {by}")
-    for column in ("strategy", "picked as", "episode"):
-        table.add_column(column)
-    for pick in picks:
-        table.add_row(pick.strategy, pick.why, pick.episode_id)
-    console.print(table)
-    console.print(f"written {len(picks)} dialogues and an index: {folder / 'README.md'}")
+        fail(f"{targets[0] if targets else 'examples'}: {exc}")
+
+
+def _write_pack(folder: Path, kind: str, **options) -> None:  # noqa: ANN003
+    """Write the pack of one kind and print what was picked and where the files are (paths whole)."""
+    from sandbox.examples import write_contrast, write_examples, write_fresh
+    from sandbox.packs import PdfError
+
+    try:
+        if kind == "best-worst":
+            target, picks = write_examples(folder, **options)
+            table = Table(title=f"Examples by {options['by']}")
+            for column in ("strategy", "picked as", "episode"):
+                table.add_column(column)
+            for pick in picks:
+                table.add_row(pick.strategy, pick.why, pick.episode_id)
+            console.print(table)
+            console.print(f"written {len(picks)} dialogues and an index: {target / 'README.md'}", soft_wrap=True)
+            written = [target / "pack.md", target / "pack.html"] + ([target / "pack.pdf"] if options["pdf"] else [])
+        elif kind == "contrast":
+            a, b = options.pop("contrast")
+            written, pairs = write_contrast(folder, a, b, **options)
+            table = Table(title=f"{a} vs {b} by {options['by']}: matched pairs, most different first")
+            for column in ("prospect / scenario, seed, opener", a, b, "difference"):
+                table.add_column(column)
+            for pair in pairs:
+                m = pair.match
+                where = f"{m.get('prospect')} / {m.get('scenario')}, seed {m.get('seed')}, {m.get('opener')}"
+                table.add_row(where, f"{pair.a_value:.2f}", f"{pair.b_value:.2f}", f"{pair.difference:+.2f}")
+            console.print(table)
+        else:
+            written = write_fresh(folder, **options)
+    except PdfError as exc:
+        for path in exc.written:
+            console.print(f"pack: {path}", soft_wrap=True)
+        fail(str(exc))
+        return
+    for path in written:
+        console.print(f"pack: {path}", soft_wrap=True)
+
+
+def _fresh_run(
+    rep, prospect, scenario, contrast, count, model, api_base, judge_model, max_turns, runs_dir, cache_dir,
+    cassette, record, rubric, personas, no_preflight,
+) -> Path:  # fmt: skip  # noqa: ANN001
+    """Play the fresh examples through the one run entry point (cached, resumable, judged); its folder."""
+    from pydantic import ValidationError
+
+    from sandbox.catalog import CatalogError, describe_validation_error
+    from sandbox.examples import fresh_spec
+    from sandbox.local_server import LocalModelError
+    from sandbox.preflight import PreflightError
+    from sandbox.runner import SpecMismatchError, run
+    from sandbox.store import RunLockedError
+
+    missing = [
+        flag for flag, value in (("--rep", rep), ("--prospect", prospect), ("--scenario", scenario)) if not value
+    ]
+    if missing:
+        fail(f"fresh examples need --rep, --prospect and --scenario; missing {', '.join(missing)}")
+    if len(contrast) > 1:
+        fail(f"with --rep, --contrast names one strategy to pair it with, got {len(contrast)}")
+    catalog = open_catalog(personas)
+    try:
+        for strategy in [rep, *contrast]:
+            catalog.strategy(strategy)
+        catalog.prospect(prospect)
+        catalog.scenario(scenario)
+        settings = model_settings(model, api_base)
+        judges = [model_settings(m, api_base) for m in judge_model] if judge_model else None
+        spec = fresh_spec(rep, prospect, scenario, count, settings, contrast[0] if contrast else None, judges,
+                          max_turns)  # fmt: skip
+    except CatalogError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(describe_validation_error("command line", exc))
+    if record and cassette is None:
+        fail("--record needs --cassette PATH")
+    console.print(
+        f"playing {len(spec.strategies) * count} episodes: {' and '.join(spec.strategies)} x seeds 1..{count}"
+    )
+    try:
+        outcome = run(spec, catalog, rubric, runs_dir=runs_dir, cache_dir=cache_dir, cassette=cassette,
+                      record=record, report=False, preflight=not no_preflight)  # fmt: skip
+    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
+        fail(str(exc))
+    console.print(f"run folder: {outcome.folder}", soft_wrap=True)
+    if outcome.summary.failed:
+        console.print(f"[yellow]{outcome.summary.failed} episode(s) failed; the pack shows them as failed[/]")
+    return outcome.folder
 
 
 @app.command("view")
