@@ -43,3 +43,23 @@ def report_page(folder: Path) -> Iterator[Any]:
             browser.close()
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def file_page(html: Path, width: int = 1400) -> Iterator[Any]:
+    """A Playwright page showing one self-contained HTML file (a pack) in headless Chromium; no server:
+    the file must need nothing else. A missing Chromium fails in CI and skips elsewhere, as above."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; scripts/setup.sh test installs it (apt-get install chromium)")
+        pytest.skip("chromium not installed (scripts/setup.sh test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.goto(html.resolve().as_uri())
+            yield page
+        finally:
+            browser.close()
