@@ -119,8 +119,8 @@ def print_scorecard(console: Console, card: Scorecard, scenario: Scenario) -> No
         f"\n[bold {colour}]Scorecard: {card.verdict.upper()}[/]  mean {mean} over {card.counted} verified scores, "
         f"pass mark {card.pass_mark:.2f}"
     )
-    console.print(f"outcome: {escape(card.outcome)}", soft_wrap=True)
-    console.print(f"[dim]{escape(card.scope)}[/]", soft_wrap=True)
+    console.print(f"outcome: {escape(card.outcome)}")
+    console.print(f"[dim]{escape(card.scope)}[/]")
     if card.brief_kept:
         console.print("brief kept: yes")
     else:
@@ -130,26 +130,27 @@ def print_scorecard(console: Console, card: Scorecard, scenario: Scenario) -> No
         if not item.counts:
             console.print(f"[dim] {score}  {escape(item.name)}: {escape(item.note or '')}[/]", soft_wrap=True)
             continue
-        console.print(f"[bold] {score}  {escape(item.name)}[/]")
-        for label, pointer in (("went well", item.went_well), ("to try", item.to_try)):
-            if pointer is None:
-                continue
-            where = f"turn {pointer.turn}" if pointer.turn is not None else "no turn quoted"
-            quote = f' "{escape(short(pointer.quote))}"' if pointer.quote else ""
-            console.print(f"      {label} ({where}{quote}): {escape(pointer.text)}", soft_wrap=True)
+        pointer = item.went_well or item.to_try
+        where = ""
+        if pointer is not None and pointer.turn is not None:
+            quote = f': "{escape(short(pointer.quote))}"' if pointer.quote else ""
+            where = f"  [dim](turn {pointer.turn}{quote})[/]"
+        console.print(f"[bold] {score}  {escape(item.name)}[/]{where}")
+        if item.went_well is not None:
+            console.print(f"      went well: {escape(item.went_well.text)}")
+        if item.to_try is not None:
+            console.print(f"      to try: {escape(item.to_try.text)}")
     moment = card.lowest
     if moment is not None:
         console.print(
             f"\n[bold]lowest-scored moment:[/] turn {moment.turn} ({escape(moment.criterion)}, {moment.score:.1f}): "
-            f'you said "{escape(short(moment.said, 120))}"',
-            soft_wrap=True,
+            f'you said "{escape(short(moment.said, 120))}"'
         )
         if moment.suggestion is not None:
             action = action_text(moment.suggestion_action or Action(), scenario)
             console.print(
                 f"  [green]{escape(moment.suggestion_source or '')} there:[/] {escape(moment.suggestion)}"
-                + (f"  [yellow]{escape(action)}[/]" if action else ""),
-                soft_wrap=True,
+                + (f"  [yellow]{escape(action)}[/]" if action else "")
             )
         elif moment.error:
             console.print(f"  [red]the suggestion could not be made:[/] {escape(moment.error)}")

@@ -129,6 +129,7 @@ class WebIO:
                 "reason": outcome.reason,
             }
         elif isinstance(event, Scored):
+            self.notices = [n for n in self.notices if n["level"] == "error"]  # "scoring ..." is done
             self.scorecard = event.scorecard.model_dump(mode="json")
             self.saved = list(event.saved)
 
