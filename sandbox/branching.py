@@ -21,10 +21,11 @@ from pydantic import ValidationError
 
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import NotARunFolderError, RunFolder
-from sandbox.schemas import ActionKind, ModelSettings, Prefix, PrefixTurn, Transcript
+from sandbox.schemas import ActionKind, ModelSettings, Prefix, PrefixTurn, Rubric, Transcript
 
 if TYPE_CHECKING:
     from sandbox.experiment import ExperimentSpec
+    from sandbox.packs import Pack
 
 
 class BranchError(ValueError):
@@ -131,3 +132,45 @@ def branch_experiment(
         branch_from=BranchFrom(transcript=ref, at=at),
     )
     return resolve_branch(spec)
+
+
+def branch_pack(folder: Path | str, rubric: Rubric | None) -> Pack:
+    """The branch's pack: the shared beginning once, then every continuation side by side, in the
+    order strategy, seed; a continuation that failed is listed in the intro with its reason."""
+    from sandbox.packs import Pack, Panel, dialogue_view, shared_turns
+    from sandbox.runfolder import RunFolder
+
+    results = sorted(RunFolder(folder).latest(), key=lambda r: (r.spec.strategy, r.spec.seed))
+    played = [r for r in results if r.transcript is not None and r.spec.prefix is not None]
+    if not played:
+        raise BranchError(f"{folder}: no continuation has a transcript yet")
+    prefix = played[0].spec.prefix
+    assert prefix is not None
+    shared = len(prefix.turns)
+    columns = [
+        dialogue_view(r, rubric, f"{r.spec.strategy}, seed {r.spec.seed}", from_turn=shared, why=_why(r))
+        for r in played
+    ]
+    failed = [f"{r.spec.strategy} seed {r.spec.seed}: {r.error}" for r in results if r.status == "failed"]
+    strategies = ", ".join(dict.fromkeys(r.spec.strategy for r in played))
+    intro = (
+        f"The first {shared} turns of {prefix.source} (played by {prefix.source_strategy}) are shown once; "
+        f"from turn {shared} on, {strategies} played the rep, {len(played)} continuations in all. The judge "
+        "saw the shared turns as context and scored each continuation on its own turns."
+    )
+    if failed:
+        intro += " Failed continuations (not shown): " + "; ".join(failed) + "."
+    panel = Panel(
+        title=f"From turn {shared}",
+        why=f"The same beginning, continued by {strategies}.",
+        shared=shared_turns(played[0], rubric, upto=shared),
+        columns=columns,
+    )
+    title = f"What would {strategies} say here? {played[0].spec.prospect} on {played[0].spec.scenario}"
+    return Pack(title=title, intro=intro, panels=[panel])
+
+
+def _why(result: EpisodeResult) -> str:
+    transcript = result.transcript
+    assert transcript is not None
+    return f"Continued with seed {result.spec.seed}: {len(transcript.turns) - transcript.prefix_turns} turns played."

@@ -141,4 +141,10 @@ def test_branch_command_replays_the_prefix_and_plays_only_the_continuations(tmp_
     # 2 continuations x 4 played turns x one call each, plus one verdict per criterion per episode:
     # nothing was asked to say a replayed turn again.
     judged = sum(len(r.judgements[0].scores) for r in results)
+    # The pack shows the shared beginning once and each continuation beside the others.
+    page = (folder / "examples" / "branch.html").read_text()
+    assert "pack: " in result.output and (folder / "examples" / "branch.md").is_file()
+    assert page.count(OPENING) == 1 and page.count("Too much. 18,000.") == 1
+    assert all(r.transcript.turns[2].message.split(",")[-1] in page for r in results)  # after the <mark>ed quote
+    assert "humble-equal, seed 1" in page and "humble-equal, seed 2" in page
     assert len(asked) == 2 * 4 + judged

@@ -136,5 +136,18 @@ def render_continuations(folder: Path, shared: int) -> None:
 
 
 def write_branch_pack(folder: Path, rubric, pdf: bool) -> list[Path]:  # noqa: ANN001
-    """The pack: the shared beginning once, the continuations side by side (see sandbox.packs)."""
-    return []
+    """The pack (shared beginning once, continuations side by side) in the run's examples folder."""
+    from sandbox.branching import BranchError, branch_pack
+    from sandbox.packs import PdfError, write_pack
+    from sandbox.runfolder import RunFolder
+
+    try:
+        pack = branch_pack(folder, rubric)
+    except BranchError as exc:
+        fail(str(exc), code=1)
+        return []
+    try:
+        return write_pack(pack, RunFolder(folder).examples_dir, "branch", pdf=pdf)
+    except PdfError as exc:
+        fail(str(exc), code=1)
+        return []
