@@ -117,6 +117,8 @@ def branch_experiment(
     from sandbox.experiment import BranchFrom, ExperimentSpec, RoleModels, resolve_branch
 
     source = load_source(ref)
+    rep_model = rep_model or _agent_model(source.spec.rep_model, source.spec.prospect_model)
+    prospect_model = prospect_model or _agent_model(source.spec.prospect_model, source.spec.rep_model)
     spec = ExperimentSpec(
         id=f"branch-{source.episode_id[:8]}-at{at}",
         description=f"{', '.join(strategies)} continuing {ref} from turn {at} (was {source.spec.strategy})",
@@ -124,14 +126,22 @@ def branch_experiment(
         seeds=count,
         max_turns=max_turns or source.spec.max_turns,
         models=RoleModels(
-            rep=[rep_model or source.spec.rep_model],
-            prospect=[prospect_model or source.spec.prospect_model],
+            rep=[rep_model],
+            prospect=[prospect_model],
             judge=list(judges or []),
         ),
         concurrency=min(4, max(1, count * len(strategies))),
         branch_from=BranchFrom(transcript=ref, at=at),
     )
     return resolve_branch(spec)
+
+
+def _agent_model(own: ModelSettings, other: ModelSettings) -> ModelSettings:
+    """The model that plays a side in a branch: its own, unless a person played it in the source (a
+    practice session), where the agent's model from the other side takes over."""
+    from sandbox.practice.session import HUMAN_MODEL
+
+    return other if own == HUMAN_MODEL else own
 
 
 def branch_pack(folder: Path | str, rubric: Rubric | None) -> Pack:

@@ -148,3 +148,16 @@ def test_branch_command_replays_the_prefix_and_plays_only_the_continuations(tmp_
     assert all(r.transcript.turns[2].message.split(",")[-1] in page for r in results)  # after the <mark>ed quote
     assert "humble-equal, seed 1" in page and "humble-equal, seed 2" in page
     assert len(asked) == 2 * 4 + judged
+
+
+def test_a_side_a_person_played_is_given_the_agents_model_in_a_branch(tmp_path, catalog):
+    from sandbox.branching import branch_experiment
+    from sandbox.practice.session import HUMAN_MODEL
+
+    path = source_file(tmp_path, catalog)
+    source = load_source(str(path))
+    practice = source.model_copy(update={"spec": source.spec.model_copy(update={"rep_model": HUMAN_MODEL})})
+    path.write_text(practice.model_dump_json())  # what a practice session saves when the person is the rep
+    spec = branch_experiment(str(path), 2, ["humble-equal"], 1)
+    assert spec.models.rep == [source.spec.prospect_model] == spec.models.prospect
+    assert HUMAN_MODEL not in spec.all_models()
