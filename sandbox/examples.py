@@ -354,7 +354,7 @@ def write_fresh(
     for result in results:
         label = f"seed {result.spec.seed}" + ("" if result.status == "ok" else f" (failed: {result.error})")
         view = dialogue_view(result, rubric, label=label)
-        panels.append(Panel(title=f"{view.title}, seed {result.spec.seed}", columns=[view]))
+        panels.append(Panel(title=f"Seed {result.spec.seed}", columns=[view]))
     first = results[0].spec
     pack = Pack(
         title=f"{first.strategy} meets {first.prospect} in {first.scenario}",

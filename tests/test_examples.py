@@ -101,6 +101,10 @@ def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quo
     index = (run / "examples" / "README.md").read_text()
     files = sorted(p.name for p in (run / "examples").glob("*-*.md"))
     assert len(files) == 4 and all(f"({name})" in index for name in files)  # 2 strategies x highest, lowest
+    page = (run / "examples" / "pack.html").read_text()  # the same picks as one pack: highest beside lowest
+    assert "(pack.html)" in index and f"pack: {run / 'examples' / 'pack.html'}" in result.output.replace("\n", "")
+    assert page.count('class="columns n2"') == 2 and page.count('<article class="dialogue"') == 4
+    assert "<mark" in page and "What Morgan did not say" in page
     for strategy in ("eager-to-please", "assertive-consultant"):
         # the deal (judged 4) is the best episode, the skeptic's walk-away (judged 2) the worst
         best = (run / "examples" / next(f for f in files if f.startswith(f"{strategy}-highest"))).read_text()
@@ -145,3 +149,41 @@ def test_handout_shows_a_below_floor_deal_in_the_scenarios_money_with_its_note_a
     assert f"*Note: {note}*" in text
     assert "| Faithfulness | turn 0: rep offered 4.87 USD, below its floor of 19,200 USD |" in text
     assert "The rep's floor was 19,200 USD." in text
+
+
+def test_fresh_examples_run_through_the_runner_and_become_a_pack(tmp_path, monkeypatch):
+    """`sandbox examples --rep ...` on the fake provider: a run folder (judged, table written), then the pack;
+    with --contrast, the same seeds for both strategies, paired side by side."""
+    from sandbox.cli import app
+    from sandbox.runfolder import RunFolder
+
+    monkeypatch.chdir(ROOT)
+    with FakeProvider(deal_or_walk()) as provider:
+        base = ["examples", "--rep", "humble-equal", "--prospect", "price-haggler", "--scenario", "saas-seats"]
+        base += ["--model", "openai/gpt-4o-mini", "--api-base", provider.api_base, "--no-cache", "--max-turns", "4"]
+        alone = runner.invoke(app, [*base, "--count", "3", "--runs-dir", str(tmp_path / "alone")])
+        paired = runner.invoke(
+            app, [*base, "--count", "2", "--contrast", "eager-to-please", "--runs-dir", str(tmp_path / "paired")]
+        )
+    assert alone.exit_code == 0, alone.output
+    (folder,) = (tmp_path / "alone").iterdir()
+    text = alone.output.replace("\n", "")
+    assert "playing 3 episodes: humble-equal x seeds 1..3" in text and f"run folder: {folder}" in text
+    assert f"pack: {folder / 'examples' / 'pack.md'}" in text and f"pack: {folder / 'examples' / 'pack.html'}" in text
+    results = list(RunFolder(folder).latest())
+    assert sorted(r.spec.seed for r in results) == [1, 2, 3] and all(r.judgements for r in results)
+    assert (folder / "results.parquet").exists() and RunFolder(folder).manifest()["spec"]["strategies"] == [
+        "humble-equal"
+    ]
+    pack = (folder / "examples" / "pack.md").read_text()
+    assert [line for line in pack.splitlines() if line.startswith("## ")] == ["## Seed 1", "## Seed 2", "## Seed 3"]
+    assert '### seed 1: Humble equal meets Dana (Dana, the "your price is too high" haggler)' in pack
+    assert pack.count("#### What Dana did not say") == 3 and pack.startswith("# humble-equal meets price-haggler")
+
+    assert paired.exit_code == 0, paired.output
+    (folder,) = (tmp_path / "paired").iterdir()
+    assert "playing 4 episodes: humble-equal and eager-to-please x seeds 1..2" in paired.output.replace("\n", "")
+    (page,) = (folder / "examples" / "contrast").glob("humble-equal-vs-eager-to-please-*.html")
+    html = page.read_text()
+    assert html.count('class="columns n2"') == 2 and html.count('<article class="dialogue"') == 4  # 2 pairs x 2
+    assert f"pack: {page}" in paired.output.replace("\n", "")
