@@ -341,23 +341,27 @@ def score_lines(judgements: Sequence[Judgement], rubric: Rubric | None) -> tuple
 
 
 def debrief(lines: Sequence[ScoreLine], rubric: Rubric | None, strategy: str) -> str:
-    """One paragraph: each counted criterion's score and the seed documents it comes from."""
-    parts = []
-    for line in lines:
-        if line.score is None:
-            continue
-        sources = ""
-        if rubric is not None:
-            try:
-                found = rubric.criterion(line.criterion).sources
-            except KeyError:
-                found = []
-            sources = " and ".join(f"“{s.title}” ({s.author})" for s in found)
-        where = f" comes from {sources}" if sources else ""
-        parts.append(f"{line.name} (scored {line.score:.1f}, {effect_of(round(line.score))}){where}")
-    if not parts:
+    """One paragraph: the counted criteria grouped by the seed document (title, author) each comes from,
+    with their scores, so a trainer can send a rep to the source behind each verdict."""
+    counted = [line for line in lines if line.score is not None]
+    if not counted:
         return f"No criterion has a score with verified evidence, so this {strategy} dialogue has no debrief."
-    text = "The judge's criteria, with the documents they are written from: " + "; ".join(parts) + "."
+    by_source: dict[tuple[str, str], list[str]] = {}
+    unsourced = []
+    for line in counted:
+        verdict = f"{line.name} {line.score:.1f} ({effect_of(round(line.score))})"
+        try:
+            sources = rubric.criterion(line.criterion).sources if rubric is not None else []
+        except KeyError:
+            sources = []
+        for source in sources:
+            by_source.setdefault((source.title, source.author), []).append(verdict)
+        if not sources:
+            unsourced.append(verdict)
+    parts = [f"“{title}” ({author}): {', '.join(verdicts)}" for (title, author), verdicts in by_source.items()]
+    if unsourced:
+        parts.append(f"no seed document named in the rubric: {', '.join(unsourced)}")
+    text = "Where the judge's criteria come from, with this dialogue's scores. " + "; ".join(parts) + "."
     missing = [line.name for line in lines if line.score is None]
     if missing:
         text += f" Not counted (no verified evidence or no score): {', '.join(missing)}."

@@ -165,7 +165,8 @@ def test_the_page_is_self_contained_escapes_the_dialogue_and_highlights_the_quot
     assert "<link" not in page and "@import" not in page and "url(" not in page
     assert "@media print" in page and "break-before: page" in page
     assert "What Dana did not say" in page and "The rep's floor was 19,200 USD." in page  # the brief, revealed
-    assert "Discovery (scored 5.0, helps) comes from “From server to assertive consultant" in page  # the debrief
+    source = "“From server to assertive consultant (podcast conversation)” (Mia and Mars (podcast hosts))"
+    assert f"{source}: Discovery 5.0 (helps)" in page  # the debrief names each criterion's seed document
     md = render_markdown(Pack(title="T", panels=[Panel(title="P", columns=[view])]))
     assert "**what does a late close cost you**" in md and "- helps: Discovery 5 (openai/judge)" in md
 

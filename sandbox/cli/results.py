@@ -145,8 +145,11 @@ def examples_command(
                 rep, prospect, scenario, contrast, count or 5, model, api_base, judge_model, max_turns, runs_dir,
                 None if no_cache else cache_dir, cassette, record, loaded_rubric, personas, no_preflight,
             )  # fmt: skip
-            _write_pack(folder, "fresh", contrast=(rep, contrast[0]) if contrast else None, by=by, out=out,
-                        rubric=loaded_rubric, pdf=pdf)  # fmt: skip
+            if contrast:  # every matched pair of the seeds just played, most different first
+                _write_pack(folder, "contrast", contrast=(rep, contrast[0]), by=by, count=count or 5, out=out,
+                            rubric=loaded_rubric, pdf=pdf)  # fmt: skip
+            else:
+                _write_pack(folder, "fresh", out=out, rubric=loaded_rubric, pdf=pdf)
             return
         if not targets:
             fail(
