@@ -87,7 +87,7 @@ def test_examples_read_the_latest_line_of_each_episode(tmp_path):
 def test_examples_command_writes_dialogues_with_the_hidden_brief_and_checked_quotes(tmp_path, monkeypatch):
     from sandbox.cli import app  # here, not above: the tests above need no CLI
 
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-examples-not-a-real-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-examples-not-a-real-key")
     with FakeProvider(deal_or_walk()) as provider:
         path = spec_file(tmp_path, provider.api_base, seeds=1)
         monkeypatch.chdir(ROOT)
