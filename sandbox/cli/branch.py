@@ -64,6 +64,7 @@ def branch_command(
 
     from sandbox.branching import BranchError, branch_experiment
     from sandbox.catalog import describe_validation_error
+    from sandbox.cli.run import RunProgress
     from sandbox.local_server import LocalModelError
     from sandbox.preflight import PreflightError
     from sandbox.runner import run
@@ -94,6 +95,7 @@ def branch_command(
         f"(played by {prefix.source_strategy}), then {', '.join(rep)} x {count} seeds"
     )
     loaded_rubric = open_rubric(rubric) if spec.models.judge else None
+    progress = RunProgress()
     try:
         outcome = run(
             spec,
@@ -105,10 +107,15 @@ def branch_command(
             record=record,
             report=False,
             preflight=not no_preflight,
+            on_plan=progress.planned,
+            on_start=progress.started,
+            on_result=progress.finished,
         )
     except (RunLockedError, LocalModelError, FileNotFoundError, PreflightError) as exc:
         fail(str(exc))
         return
+    finally:
+        progress.stop()
     render_continuations(outcome.folder, len(prefix.turns))
     written = write_branch_pack(outcome.folder, loaded_rubric, pdf)
     for path in written:
