@@ -385,7 +385,10 @@ class EpisodeSpec(Frozen):
 
     @property
     def episode_id(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if "prefix" in data:  # the turns and their source episode make a prefix; not how its path was typed
+            data["prefix"].pop("source")
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -161,3 +161,15 @@ def test_a_side_a_person_played_is_given_the_agents_model_in_a_branch(tmp_path, 
     spec = branch_experiment(str(path), 2, ["humble-equal"], 1)
     assert spec.models.rep == [source.spec.prospect_model] == spec.models.prospect
     assert HUMAN_MODEL not in spec.all_models()
+
+
+def test_a_branch_episode_id_does_not_depend_on_how_the_source_path_was_typed(tmp_path, catalog, monkeypatch):
+    from sandbox.branching import branch_experiment
+
+    path = source_file(tmp_path, catalog)
+    monkeypatch.chdir(tmp_path)
+    ids = {
+        expand(branch_experiment(ref, 2, ["humble-equal"], 1))[0].episode_id
+        for ref in (str(path), "source.json", "./source.json")
+    }
+    assert len(ids) == 1
