@@ -29,6 +29,7 @@ from sandbox.schemas import (
     ModelCall,
     Outcome,
     OutcomeStatus,
+    Scenario,
     Speaker,
     Transcript,
     Turn,
@@ -74,6 +75,16 @@ def apply_action(action: Action, speaker: Speaker, offers: dict[Speaker, float |
         offers[speaker] = action.price
     elif action.kind is ActionKind.REJECT:
         offers[_other(speaker)] = None
+
+
+def standing_offers(turns: Sequence[Turn], scenario: Scenario) -> dict[Speaker, float | None]:
+    """The offers on the table after ``turns``: the list price is the rep's offer until the rep says
+    otherwise, then each turn's action applies. What the engine, a practice hint and a chat export's
+    system prompt all start from."""
+    offers: dict[Speaker, float | None] = {"rep": scenario.list_price, "prospect": None}
+    for turn in turns:
+        apply_action(turn.action, turn.speaker, offers)
+    return offers
 
 
 def ending(action: Action, standing: float | None, speaker: Speaker = "rep") -> Outcome | None:
@@ -127,8 +138,7 @@ async def negotiate(
     started = time.perf_counter()
     scenario = cast.scenario
     policies: dict[Speaker, TurnPolicy] = {"rep": rep, "prospect": prospect}
-    # The list price is the rep's offer on the table until the rep says otherwise.
-    offers: dict[Speaker, float | None] = {"rep": scenario.list_price, "prospect": None}
+    offers = standing_offers([], scenario)
     turns: list[Turn] = []
     failed_calls: list[ModelCall] = []
     outcome: Outcome | None = None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbox.engine import opener_cue, turn_request
+from sandbox.engine import opener_cue, standing_offers, turn_request
 from sandbox.packs import score_lines
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import RunFolder
@@ -57,7 +57,7 @@ def chat_messages(result: EpisodeResult, side: Speaker) -> list[dict[str, str]]:
     if transcript is None:
         raise ValueError(f"episode {result.episode_id} has no transcript")
     cast = transcript.cast
-    start = turn_request(transcript.spec, cast, [], side, {"rep": None, "prospect": None})
+    start = turn_request(transcript.spec, cast, [], side, standing_offers([], cast.scenario))
     messages = [{"role": "system", "content": start.system_prompt}]
     turns = transcript.turns
     if turns and turns[0].speaker == side:

@@ -48,11 +48,12 @@ def test_each_side_sees_its_own_prompt_its_turns_as_assistant_and_strict_alterna
     assert rep[2]["content"] == OPENING and rep[3]["content"] == ACCEPT
     assert (
         rep[0]["content"].startswith("You are Jordan")
-        and "Standing offers: yours none; theirs none." in rep[0]["content"]
+        and "Standing offers: yours 24,000 USD; theirs none." in rep[0]["content"]  # as the engine began
     )
     prospect = chat_messages(result, "prospect")
     assert [m["role"] for m in prospect] == ["system", "user", "assistant"]  # the rep's opening is its first user line
     assert prospect[0]["content"].startswith("You are Dana") and prospect[1]["content"] == OPENING
+    assert "Standing offers: yours none; theirs 24,000 USD." in prospect[0]["content"]
 
 
 def test_export_lines_load_alternate_and_never_hold_the_other_sides_brief(tmp_path):

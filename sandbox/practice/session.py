@@ -32,7 +32,7 @@ from sandbox import __version__
 from sandbox.agents import TurnPolicy, TurnResult, policy_for
 from sandbox.amounts import money_text
 from sandbox.catalog import Catalog
-from sandbox.engine import apply_action, negotiate, turn_request
+from sandbox.engine import negotiate, standing_offers, turn_request
 from sandbox.judge import case_from_transcript, describe_outcome, judge_panel
 from sandbox.metrics import OutcomeMetrics, outcome_metrics
 from sandbox.models import ModelCallError
@@ -142,18 +142,10 @@ def practice_spec(setup: PracticeSetup, cast: Cast) -> EpisodeSpec:
     )
 
 
-def standing_offers(turns: list[Turn], list_price: float) -> dict[Speaker, float | None]:
-    """The offers on the table after ``turns``, by the engine's own rule (the list price stands first)."""
-    offers: dict[Speaker, float | None] = {"rep": list_price, "prospect": None}
-    for turn in turns:
-        apply_action(turn.action, turn.speaker, offers)
-    return offers
-
-
 async def suggest(spec: EpisodeSpec, cast: Cast, turns: list[Turn], side: Speaker, policy: TurnPolicy) -> TurnResult:
     """What an agent playing ``side`` from ``cast`` would say the turn after ``turns``: the hint now, and
     the scorecard's "what the hint strategy would have said" at the lowest-scored turn."""
-    request = turn_request(spec, cast, turns, side, standing_offers(turns, cast.scenario.list_price))
+    request = turn_request(spec, cast, turns, side, standing_offers(turns, cast.scenario))
     return await policy.take_turn(request)
 
 
