@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sandbox.catalog import Catalog, CatalogError, load_model
 from sandbox.schemas import EpisodeSpec, ModelSettings, Prefix, Speaker
@@ -63,8 +63,13 @@ class ExperimentSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     strategies: list[str] = Field(min_length=1)
-    prospects: list[str] = Field(default_factory=list, description="Required, unless branch_from gives them.")
-    scenarios: list[str] = Field(default_factory=list, description="Required, unless branch_from gives them.")
+    branch_from: BranchFrom | None = None  # before the axes it may fill in, so their validators see it
+    prospects: list[str] = Field(
+        default_factory=list, validate_default=True, description="Required, unless branch_from gives them."
+    )
+    scenarios: list[str] = Field(
+        default_factory=list, validate_default=True, description="Required, unless branch_from gives them."
+    )
     seeds: int | list[int] = Field(1, description="A count (1..n) or an explicit list.")
     openers: Literal["rep", "prospect", "both"] | list[Speaker] = "rep"
     models: RoleModels = Field(default_factory=RoleModels)
@@ -74,7 +79,6 @@ class ExperimentSpec(BaseModel):
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict, description="Keyed by model id.")
     baseline: str | None = None
     budget_usd: float | None = Field(None, gt=0)
-    branch_from: BranchFrom | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -85,14 +89,21 @@ class ExperimentSpec(BaseModel):
             raise ValueError("a seed list must be non-empty and without repeats")
         return value
 
+    @field_validator("prospects", "scenarios")
+    @classmethod
+    def _named_unless_a_branch_gives_them(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if not value and info.data.get("branch_from") is None:
+            raise ValueError("must name at least one id (or come from branch_from)")
+        return value
+
     @model_validator(mode="after")
     def _baseline_is_a_strategy(self) -> ExperimentSpec:
         if self.baseline is not None and self.baseline not in self.strategies:
             raise ValueError(f"baseline '{self.baseline}' is not one of the strategies")
+        if self.branch_from is not None and "openers" in self.model_fields_set:
+            raise ValueError("openers: a branch opens as its source did; leave openers out with branch_from")
         for axis in ("strategies", "prospects", "scenarios"):
             values = getattr(self, axis)
-            if not values and (axis == "strategies" or self.branch_from is None):
-                raise ValueError(f"{axis} must name at least one id")
             if len(set(values)) != len(values):
                 raise ValueError(f"{axis} has repeated ids")
         return self

@@ -173,3 +173,17 @@ def test_a_branch_episode_id_does_not_depend_on_how_the_source_path_was_typed(tm
         for ref in (str(path), "source.json", "./source.json")
     }
     assert len(ids) == 1
+
+
+def test_spec_errors_name_the_field(tmp_path, catalog):
+    from sandbox.catalog import CatalogError
+
+    spec_path = tmp_path / "s.yaml"
+    spec_path.write_text(yaml.safe_dump({"id": "s", "strategies": ["humble-equal"], "scenarios": ["saas-seats"]}))
+    with pytest.raises(CatalogError, match="field 'prospects': .*must name at least one id"):
+        load_experiment(spec_path, catalog)
+    path = source_file(tmp_path, catalog)
+    branch = {"id": "b", "strategies": ["humble-equal"], "branch_from": {"transcript": str(path), "at": 2}}
+    spec_path.write_text(yaml.safe_dump(branch | {"openers": "both"}))
+    with pytest.raises(CatalogError, match="openers: a branch opens as its source did"):
+        load_experiment(spec_path, catalog)
