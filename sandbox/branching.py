@@ -157,11 +157,9 @@ def branch_pack(folder: Path | str, rubric: Rubric | None) -> Pack:
     prefix = played[0].spec.prefix
     assert prefix is not None
     shared = len(prefix.turns)
-    columns = [
-        dialogue_view(r, rubric, f"{r.spec.strategy}, seed {r.spec.seed}", from_turn=shared, why=_why(r))
-        for r in played
-    ]
-    failed = [f"{r.spec.strategy} seed {r.spec.seed}: {r.error}" for r in results if r.status == "failed"]
+    columns = [dialogue_view(r, rubric, _label(r), from_turn=shared, why=_why(r)) for r in played]
+    # A continuation that failed mid-dialogue is shown with its reason; one with nothing said is named here.
+    failed = [f"{r.spec.strategy} seed {r.spec.seed}: {r.error}" for r in results if r not in played]
     strategies = ", ".join(dict.fromkeys(r.spec.strategy for r in played))
     intro = (
         f"The first {shared} turns of {prefix.source} (played by {prefix.source_strategy}) are shown once; "
@@ -169,7 +167,7 @@ def branch_pack(folder: Path | str, rubric: Rubric | None) -> Pack:
         "saw the shared turns as context and scored each continuation on its own turns."
     )
     if failed:
-        intro += " Failed continuations (not shown): " + "; ".join(failed) + "."
+        intro += " Continuations that failed before saying anything: " + "; ".join(failed) + "."
     panel = Panel(
         title=f"From turn {shared}",
         why=f"The same beginning, continued by {strategies}.",
@@ -178,6 +176,11 @@ def branch_pack(folder: Path | str, rubric: Rubric | None) -> Pack:
     )
     title = f"What would {strategies} say here? {played[0].spec.prospect} on {played[0].spec.scenario}"
     return Pack(title=title, intro=intro, panels=[panel])
+
+
+def _label(result: EpisodeResult) -> str:
+    label = f"{result.spec.strategy}, seed {result.spec.seed}"
+    return label if result.status == "ok" else f"{label} (failed: {result.error})"
 
 
 def _why(result: EpisodeResult) -> str:

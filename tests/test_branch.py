@@ -93,33 +93,24 @@ def test_a_spec_branch_from_gives_every_episode_the_sources_prefix(tmp_path, cat
         load_experiment(spec_path, catalog)
 
 
+def branch_args(path: Path, api_base: str, runs: Path, *more: str) -> list[str]:
+    model = ["--model", "openai/gpt-4o-mini", "--api-base", api_base]
+    return ["branch", str(path), "--at", "2", "--rep", "humble-equal", "--count", "2", *model] + [
+        "--runs-dir", str(runs), "--no-cache", *more
+    ]  # fmt: skip
+
+
 def test_branch_command_replays_the_prefix_and_plays_only_the_continuations(tmp_path, catalog):
     path = source_file(tmp_path, catalog)
     with FakeProvider(continuation) as provider:
-        result = runner.invoke(
-            app,
-            [
-                "branch",
-                str(path),
-                "--at",
-                "2",
-                "--rep",
-                "humble-equal",
-                "--count",
-                "2",
-                "--model",
-                "openai/gpt-4o-mini",
-                "--api-base",
-                provider.api_base,
-                "--runs-dir",
-                str(tmp_path / "runs"),
-                "--no-cache",
-            ],
-        )
-        asked = provider.requests
+        result = runner.invoke(app, branch_args(path, provider.api_base, tmp_path / "runs"))
+        asked = list(provider.requests)
+        (folder,) = (tmp_path / "runs").iterdir()
+        again = runner.invoke(app, branch_args(path, provider.api_base, tmp_path / "runs", "--resume", str(folder)))
+        assert again.exit_code == 0, again.output
+        assert len(provider.requests) == len(asked)  # a finished branch resumed plays nothing again
     assert result.exit_code == 0, result.output
     assert "2 turns replayed (played by eager-to-please)" in result.output
-    (folder,) = (tmp_path / "runs").iterdir()
     results = sorted(RunFolder(folder).latest(), key=lambda r: r.spec.seed)
     assert [r.status for r in results] == ["ok", "ok"]
     for r in results:
@@ -142,8 +133,8 @@ def test_branch_command_replays_the_prefix_and_plays_only_the_continuations(tmp_
     # nothing was asked to say a replayed turn again.
     judged = sum(len(r.judgements[0].scores) for r in results)
     # The pack shows the shared beginning once and each continuation beside the others.
-    page = (folder / "examples" / "branch.html").read_text()
-    assert "pack: " in result.output and (folder / "examples" / "branch.md").is_file()
+    page = (folder / "examples" / "branch" / "branch.html").read_text()
+    assert "pack: " in result.output and (folder / "examples" / "branch" / "branch.md").is_file()
     assert page.count(OPENING) == 1 and page.count("Too much. 18,000.") == 1
     assert all(r.transcript.turns[2].message.split(",")[-1] in page for r in results)  # after the <mark>ed quote
     assert "humble-equal, seed 1" in page and "humble-equal, seed 2" in page
@@ -187,3 +178,18 @@ def test_spec_errors_name_the_field(tmp_path, catalog):
     spec_path.write_text(yaml.safe_dump(branch | {"openers": "both"}))
     with pytest.raises(CatalogError, match="openers: a branch opens as its source did"):
         load_experiment(spec_path, catalog)
+
+
+def test_a_continuation_that_fails_is_shown_with_its_reason(tmp_path, catalog):
+    path = source_file(tmp_path, catalog)
+
+    def seed_two_fails_at_turn_three(payload: dict[str, Any]) -> Reply:
+        return Reply(status=400, content=None) if payload.get("seed") == 2003 else continuation(payload)
+
+    with FakeProvider(seed_two_fails_at_turn_three) as provider:
+        result = runner.invoke(app, branch_args(path, provider.api_base, tmp_path / "runs", "--no-judge"))
+    assert result.exit_code == 1, result.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    page = (folder / "examples" / "branch" / "branch.html").read_text()
+    assert "humble-equal, seed 1" in page and "humble-equal, seed 2 (failed: turn 3:" in page
+    assert "failed before saying anything" not in page

@@ -49,6 +49,9 @@ def branch_command(
         int | None, typer.Option("--max-turns", min=2, max=200, help="Turn limit; default: the source's.")
     ] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run folders go.")] = Path("runs"),
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue this branch's run folder (same arguments).")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the local response cache.")] = False,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Response cache folder.")] = Path(".sandbox-cache"),
     pdf: Annotated[bool, typer.Option("--pdf", help="Also print the pack to PDF with headless Chromium.")] = False,
@@ -67,7 +70,7 @@ def branch_command(
     from sandbox.cli.run import RunProgress
     from sandbox.local_server import LocalModelError
     from sandbox.preflight import PreflightError
-    from sandbox.runner import run
+    from sandbox.runner import SpecMismatchError, run
     from sandbox.store import RunLockedError
 
     catalog = open_catalog(personas)
@@ -102,6 +105,7 @@ def branch_command(
             catalog,
             loaded_rubric,
             runs_dir=runs_dir,
+            resume=resume,
             cache_dir=None if no_cache else cache_dir,
             cassette=cassette,
             record=record,
@@ -111,7 +115,7 @@ def branch_command(
             on_start=progress.started,
             on_result=progress.finished,
         )
-    except (RunLockedError, LocalModelError, FileNotFoundError, PreflightError) as exc:
+    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
         fail(str(exc))
         return
     finally:
@@ -126,6 +130,8 @@ def branch_command(
 
 
 def render_continuations(folder: Path, shared: int) -> None:
+    """One line per continuation; its rubric mean counts verified scores only, as the pack's does."""
+    from sandbox.packs import supported_scores
     from sandbox.runfolder import RunFolder
 
     table = Table(title=f"Continuations after {shared} shared turns")
@@ -135,7 +141,7 @@ def render_continuations(folder: Path, shared: int) -> None:
         transcript = result.transcript
         played = len(transcript.turns) - shared if transcript is not None else 0
         outcome = transcript.outcome.status.value if transcript is not None else "-"
-        scores = [score for j in result.judgements for score in j.scored.values()]
+        scores = [score for j in result.judgements for score in supported_scores(j).values()]
         mean = sum(scores) / len(scores) if scores else None
         status = result.status if result.error is None else f"{result.status}: {result.error}"
         table.add_row(result.spec.strategy, str(result.spec.seed), escape(status), outcome, str(played), fmt(mean))
@@ -154,7 +160,7 @@ def write_branch_pack(folder: Path, rubric, pdf: bool) -> list[Path]:  # noqa: A
         fail(str(exc), code=1)
         return []
     try:
-        return write_pack(pack, RunFolder(folder).examples_dir, "branch", pdf=pdf)
+        return write_pack(pack, RunFolder(folder).examples_dir / "branch", "branch", pdf=pdf)
     except PdfError as exc:
         fail(str(exc), code=1)
         return []
