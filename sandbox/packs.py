@@ -20,16 +20,20 @@ are the only renderers:
       )
       write_pack(Pack(title="...", intro="...", panels=[panel]), out_dir, "branch", pdf=pdf)
 
-  Shared turns carry no marks: each continuation was judged on its whole dialogue, so the judges'
-  citations of the shared turns differ by column and are listed in each column's verdicts.
+  Shared turns carry no marks: the judges saw the shared beginning as context only and a quote from it
+  does not count as evidence (:attr:`sandbox.judge.JudgeCase.judged_from`), so every mark and verdict in
+  a column is about that column's own continuation.
 
 **Marks.** A judge's *verified* evidence quote for a criterion marks the turn it quotes (the quote is
 highlighted in the turn's text). The rubric scores 1 to 5 with anchors at levels 1, 3 and 5, so the mark
 *helps* when that judge scored the criterion 4 or 5 (nearer the level-5 anchor than the level-3 one),
-*hurts* at 1 or 2, and is *mixed* at 3 (the middle anchor). **Verified only.** A score counts (in a
-dialogue's scores, its debrief, and in every pick of :mod:`sandbox.examples`) only when it is
-supported, i.e. at least one of its quotes was found in the turn it cites; :func:`verified_frame` is
-the results table with exactly those scores.
+*hurts* at 1 or 2, and is *mixed* at 3 (the middle anchor). The debrief's word for a criterion's mean
+over judges (:func:`effect_of_mean`) is *helps* above 3.5, *hurts* below 2.5, else *mixed*: a mean exactly
+halfway (3 and 4, or 2 and 3) means the judges split across the middle anchor, so it is *mixed*.
+
+**Verified only.** A score counts (in a dialogue's scores, its debrief, and in every pick of
+:mod:`sandbox.examples`) only when it is supported, i.e. at least one of its quotes was found in the
+turn it cites; :func:`verified_frame` is the results table with exactly those scores.
 """
 
 from __future__ import annotations
@@ -229,6 +233,12 @@ def effect_of(score: int) -> Effect:
     return "helps" if score >= HELPS_AT else "hurts" if score <= HURTS_AT else "mixed"
 
 
+def effect_of_mean(mean: float) -> Effect:
+    """The effect of a mean over judges: past halfway to a helping (hurting) level, else mixed; a mean exactly
+    halfway (2.5, 3.5) is a split across the middle anchor, so mixed (not ``round()``'s ties to the even level)."""
+    return "helps" if mean > HELPS_AT - 0.5 else "hurts" if mean < HURTS_AT + 0.5 else "mixed"
+
+
 def find_span(quote: str, text: str) -> tuple[int, int] | None:
     """Where a quote sits in the text, whitespace-insensitively (as :func:`sandbox.judge.verify_quote`
     checks it), or None."""
@@ -349,7 +359,7 @@ def debrief(lines: Sequence[ScoreLine], rubric: Rubric | None, strategy: str) ->
     by_source: dict[tuple[str, str], list[str]] = {}
     unsourced = []
     for line in counted:
-        verdict = f"{line.name} {line.score:.1f} ({effect_of(round(line.score))})"
+        verdict = f"{line.name} {line.score:.1f} ({effect_of_mean(line.score)})"
         try:
             sources = rubric.criterion(line.criterion).sources if rubric is not None else []
         except KeyError:

@@ -125,6 +125,18 @@ def test_marks_help_hurt_or_mix_by_the_rubric_scale():
     assert (HURTS_AT, HELPS_AT) == (2, 4)
 
 
+def test_the_debrief_calls_a_mean_exactly_halfway_mixed_and_past_halfway_helps_or_hurts():
+    from sandbox.packs import ScoreLine, debrief
+
+    def word(mean: float) -> str:
+        line = ScoreLine(criterion="discovery", name="Discovery", score=mean, judges=2)
+        return debrief([line], None, "x").split("Discovery ")[1].split(")")[0]
+
+    assert [word(m) for m in (2.4, 2.5, 3.0, 3.5, 3.6)] == [
+        "2.4 (hurts", "2.5 (mixed", "3.0 (mixed", "3.5 (mixed", "3.6 (helps"
+    ]  # fmt: skip
+
+
 def test_quotes_are_found_whitespace_insensitively_and_overlaps_merge():
     from sandbox.packs import Mark
 
