@@ -14,12 +14,18 @@ Each line is ``{"messages": [...], "metadata": {...}}``, from the chosen side's 
 - Nothing is merged or dropped within a dialogue: the engine alternates speakers, so two turns of one
   side in a row never occur; a transcript where they do is skipped whole (counted as
   ``not alternating``), never merged. The last message may be the other side's (``user``).
-- ``metadata``: episode id, run, side, the axes (strategy, prospect, scenario, seed, opener, models),
+- ``metadata``: the table's axes (:func:`sandbox.table.axes`: run, episode id, strategy, prospect,
+  scenario, seed, opener, models), the side,
   the outcome, the number of turns, and the verified scores: each criterion's mean over the judges whose
   score is supported (:mod:`sandbox.packs`) and their mean, ``score_mean``.
 
-Failed episodes are never exported. ``min_score`` keeps the episodes whose ``score_mean`` is at least
-that; an episode with no verified score has none and is then left out.
+Failed episodes are never exported, nor a side a person played (a practice session,
+:data:`sandbox.practice.session.HUMAN_MODEL` as that side's model; counted as ``played by a person``):
+its system prompt would be the practice module's placeholder strategy, not an agent's, and a trainer
+fine-tuning an agent wants an agent's prompt. The agent's side of the same session is exported.
+
+``min_score`` keeps the episodes whose ``score_mean`` is at least that; an episode with no verified
+score has none and is then left out.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from typing import Any
 
 from sandbox.engine import opener_cue, standing_offers, turn_request
 from sandbox.packs import score_lines
+from sandbox.practice.session import HUMAN_MODEL
 from sandbox.results import EpisodeResult
 from sandbox.runfolder import RunFolder
 from sandbox.schemas import Speaker
+from sandbox.table import axes
 
 
 class NotAlternatingError(ValueError):
@@ -71,20 +79,11 @@ def chat_messages(result: EpisodeResult, side: Speaker) -> list[dict[str, str]]:
 
 
 def chat_metadata(result: EpisodeResult, side: Speaker) -> dict[str, Any]:
-    spec = result.spec
     outcome = result.transcript.outcome if result.transcript is not None else None
     lines, mean = score_lines(result.judgements, None)
     return {
-        "episode_id": result.episode_id,
-        "run_id": result.run_id,
+        **axes(result),
         "side": side,
-        "strategy": spec.strategy,
-        "prospect": spec.prospect,
-        "scenario": spec.scenario,
-        "seed": spec.seed,
-        "opener": spec.opener,
-        "rep_model": spec.rep_model.model,
-        "prospect_model": spec.prospect_model.model,
         "outcome": outcome.status.value if outcome is not None else None,
         "price": outcome.price if outcome is not None else None,
         "turns": len(result.transcript.turns) if result.transcript is not None else 0,
@@ -95,6 +94,12 @@ def chat_metadata(result: EpisodeResult, side: Speaker) -> dict[str, Any]:
     }
 
 
+def played_by_person(result: EpisodeResult, side: Speaker) -> bool:
+    """Whether a person typed ``side``'s turns (a practice session): its prompt is a placeholder, not an agent's."""
+    spec = result.spec
+    return (spec.rep_model if side == "rep" else spec.prospect_model) == HUMAN_MODEL
+
+
 def chat_records(
     results: Iterable[EpisodeResult], side: Speaker, min_score: float | None, skipped: Counter[str]
 ) -> Iterator[dict[str, Any]]:
@@ -102,6 +107,9 @@ def chat_records(
     for result in results:
         if result.status != "ok" or result.transcript is None:
             skipped["failed"] += 1
+            continue
+        if played_by_person(result, side):
+            skipped["played by a person"] += 1
             continue
         metadata = chat_metadata(result, side)
         if min_score is not None and (metadata["score_mean"] is None or metadata["score_mean"] < min_score):

@@ -40,9 +40,10 @@ OUTCOME_COLUMNS: dict[str, str] = {
 }
 
 
-def rows(result: EpisodeResult) -> list[dict[str, Any]]:
+def axes(result: EpisodeResult) -> dict[str, Any]:
+    """An episode's identity and axes, as the table's first columns (the chat export's metadata uses them too)."""
     spec = result.spec
-    base: dict[str, Any] = {
+    return {
         "run_id": result.run_id,
         "episode_id": result.episode_id,
         "strategy": spec.strategy,
@@ -52,6 +53,12 @@ def rows(result: EpisodeResult) -> list[dict[str, Any]]:
         "opener": spec.opener,
         "rep_model": spec.rep_model.model,
         "prospect_model": spec.prospect_model.model,
+    }
+
+
+def rows(result: EpisodeResult) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {
+        **axes(result),
         "status": result.status,
         "error": result.error,
         "cost_usd": result.cost_usd,

@@ -115,3 +115,28 @@ def test_export_command_chat_prints_the_count_and_refuses_bad_options(tmp_path):
     assert table_only.exit_code == 2 and "apply to --format chat only" in table_only.output
     unknown = runner.invoke(app, ["export", str(run), "--format", "xml"])
     assert unknown.exit_code == 2 and "--format must be parquet, csv or chat, not 'xml'" in unknown.output
+
+
+def test_metadata_holds_the_tables_axes_of_the_episode(tmp_path):
+    from sandbox.table import axes, rows
+
+    result = next(RunFolder(chat_run(tmp_path / "run")).latest())
+    (record,) = chat_records([result], "rep", None, Counter())
+    table_row = rows(result)[0]
+    assert axes(result) == {k: table_row[k] for k in axes(result)}  # the table's first columns
+    assert {k: record["metadata"][k] for k in axes(result)} == axes(result)
+    assert set(axes(result)) >= {"run_id", "episode_id", "strategy", "seed", "opener", "rep_model"}
+
+
+def test_the_side_a_person_played_in_practice_is_skipped_the_agents_side_exported(tmp_path):
+    from sandbox.practice.session import HUMAN_MODEL
+
+    played = episode("assertive-consultant", 1)
+    practice = played.model_copy(update={"spec": played.spec.model_copy(update={"rep_model": HUMAN_MODEL})})
+    run = write_run(tmp_path / "run", [practice, episode("eager-to-please", 1)])
+    rep = export_chat(run, "rep")
+    assert rep.lines == 1 and rep.skipped == Counter({"played by a person": 1})
+    (line,) = rep.path.read_text().splitlines()
+    assert json.loads(line)["metadata"]["strategy"] == "eager-to-please"  # the agent-played episode only
+    prospect = export_chat(run, "prospect")  # the agent played the prospect in that session: exported
+    assert prospect.lines == 2 and prospect.skipped == Counter()
