@@ -19,7 +19,7 @@ from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNo
 from yaml.scanner import ScannerError
 
 from sandbox.content import CONTENT_ROOT
-from sandbox.schemas import Prospect, Scenario, Strategy
+from sandbox.schemas import Difficulty, Prospect, Scenario, Strategy
 
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_DEPTH = 100  # levels of nesting; shipped files use under 10
@@ -30,6 +30,30 @@ T = TypeVar("T", bound=BaseModel)
 
 class CatalogError(ValueError):
     """A content problem, already phrased as one line for the user."""
+
+
+class DifficultyError(CatalogError):
+    """A level the persona file does not state; one line naming the prospect and the level."""
+
+
+def at_difficulty(prospect: Prospect, level: Difficulty) -> Prospect:
+    """The prospect with the level's overrides applied to its private brief (``normal``: as it is).
+
+    What changes (walk-away margin, what the prospect reveals and when, patience) is written in the
+    persona file's ``difficulty:`` block; this only applies it. Here, beside the catalog, so the engine
+    (every episode at its spec's level) and a practice session apply a level the same way. The result
+    carries no ``difficulty`` block (it is one level, not a choice of levels) and its catalog label names
+    the level, so a saved transcript says what it was played against."""
+    if level == "normal":
+        return prospect
+    overrides = getattr(prospect.difficulty, level, None) if prospect.difficulty is not None else None
+    if overrides is None:
+        raise DifficultyError(
+            f"prospect '{prospect.id}' has no difficulty.{level} block in its persona file; "
+            "play it at normal or add the block"
+        )
+    private = prospect.private.model_copy(update=overrides.model_dump(exclude_none=True))
+    return prospect.model_copy(update={"private": private, "difficulty": None, "name": f"{prospect.name} ({level})"})
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -17,7 +17,7 @@ from typing import Literal
 from sandbox import __version__
 from sandbox.agents import TurnPolicy, TurnRequest, policy_for
 from sandbox.amounts import UNSTATED, price_is_stated
-from sandbox.catalog import Catalog
+from sandbox.catalog import Catalog, at_difficulty
 from sandbox.models import ModelCallError
 from sandbox.profiles import Profile
 from sandbox.prompts import conversation_for, state_line, system_prompt_for
@@ -41,7 +41,9 @@ UnstatedOffers = Literal["count", "drop"]
 
 
 def build_cast(spec: EpisodeSpec, catalog: Catalog) -> Cast:
-    prospect = catalog.prospect(spec.prospect)
+    """The content ``spec`` names, the prospect at the spec's level (so a branch of a hard practice
+    session, rebuilt from the catalog, meets the same hard brief)."""
+    prospect = at_difficulty(catalog.prospect(spec.prospect), spec.difficulty)
     scenario = catalog.scenario(spec.scenario)
     return Cast(
         strategy=catalog.strategy(spec.strategy),

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from sandbox.catalog import Catalog, CatalogError, load_model
-from sandbox.schemas import EpisodeSpec, ModelSettings, Prefix, Speaker
+from sandbox.catalog import Catalog, CatalogError, at_difficulty, load_model
+from sandbox.schemas import Difficulty, EpisodeSpec, ModelSettings, Prefix, Speaker
 
 
 class RateLimit(BaseModel):
@@ -74,6 +74,9 @@ class ExperimentSpec(BaseModel):
     openers: Literal["rep", "prospect", "both"] | list[Speaker] = "rep"
     models: RoleModels = Field(default_factory=RoleModels)
     max_turns: int = Field(12, ge=2, le=200)
+    difficulty: Difficulty = Field(
+        "normal", description="Every prospect at this level of its persona file; a branch takes its source's."
+    )
     temperature: float | None = Field(None, ge=0, le=2, description="Overrides every agent model's temperature.")
     concurrency: int = Field(4, ge=1, le=1024)
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict, description="Keyed by model id.")
@@ -127,6 +130,8 @@ class ExperimentSpec(BaseModel):
         data = self.model_dump(mode="json")
         if data["branch_from"] is None:  # specs written before branching keep their fingerprints
             data.pop("branch_from")
+        if data["difficulty"] == "normal":  # and those written before practice levels
+            data.pop("difficulty")
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -156,12 +161,18 @@ def load_experiment(path: Path | str, catalog: Catalog | None = None) -> Experim
                     raise CatalogError(
                         f"{path}: field '{field}': unknown id '{item}' (known: {', '.join(sorted(known))})"
                     )
+        for prospect in spec.prospects:
+            try:
+                at_difficulty(catalog.prospect(prospect), spec.difficulty)
+            except CatalogError as exc:
+                raise CatalogError(f"{path}: field 'difficulty': {exc}") from None
     return spec
 
 
 def resolve_branch(spec: ExperimentSpec) -> ExperimentSpec:
-    """The spec with its branch's prefix read from the source, and the source's prospect and
-    scenario as its own (a branch keeps the prospect it was talking to; naming another is refused)."""
+    """The spec with its branch's prefix read from the source, and the source's prospect, scenario and
+    difficulty as its own (a branch keeps the prospect it was talking to, at the level it was played;
+    naming another is refused)."""
     from sandbox.branching import BranchError, load_source, prefix_at
 
     branch = spec.branch_from
@@ -176,6 +187,11 @@ def resolve_branch(spec: ExperimentSpec) -> ExperimentSpec:
         if given and given != [value]:
             raise BranchError(f"{axis} {given} differ from the source's '{value}'; a branch keeps its prospect")
         update[axis] = [value]
+    level = source.spec.difficulty
+    if "difficulty" in spec.model_fields_set and spec.difficulty != level:
+        given = spec.difficulty
+        raise BranchError(f"difficulty '{given}' differs from the source's '{level}'; a branch keeps its level")
+    update["difficulty"] = level
     return spec.model_copy(update=update)
 
 
@@ -211,6 +227,7 @@ def expand(spec: ExperimentSpec) -> list[EpisodeSpec]:
                 rep_model=_with_temperature(rep_model, spec.temperature),
                 prospect_model=_with_temperature(prospect_model, spec.temperature),
                 prefix=prefix,
+                difficulty=spec.difficulty,
             )
         )
     return episodes

@@ -26,6 +26,9 @@ from pydantic import (
 )
 
 Speaker = Literal["rep", "prospect"]
+Difficulty = Literal["easy", "normal", "hard"]
+"""A prospect's practice level: ``normal`` is its persona file as written, ``easy``/``hard`` apply the
+file's ``difficulty:`` block (see :func:`sandbox.catalog.at_difficulty`)."""
 
 
 class Frozen(BaseModel):
@@ -109,7 +112,9 @@ class Prospect(Frozen):
     public_profile: str = Field(min_length=1, description="What the rep may know before the call.")
     private: ProspectPrivate
     sources: list[Source] = Field(min_length=1)
-    difficulty: ProspectDifficulty | None = Field(None, description="Practice levels; agents' episodes ignore it.")
+    difficulty: ProspectDifficulty | None = Field(
+        None, description="Practice levels; an episode spec's ``difficulty`` picks one (default: the file as written)."
+    )
 
     def public(self) -> ProspectPublic:
         return ProspectPublic(display_name=self.display_name, public_profile=self.public_profile)
@@ -355,6 +360,9 @@ class EpisodeSpec(Frozen):
     rep_model: ModelSettings = ModelSettings()
     prospect_model: ModelSettings = ModelSettings()
     prefix: Prefix | None = Field(None, description="Turns replayed before the agents speak (a branch).")
+    difficulty: Difficulty = Field(
+        "normal", description="The prospect's level: its persona file's easy/hard overrides of the private brief."
+    )
 
     @field_validator("strategy", "prospect", "scenario")
     @classmethod
@@ -377,10 +385,13 @@ class EpisodeSpec(Frozen):
 
     @model_serializer(mode="wrap")
     def _omit_no_prefix(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """Episodes recorded before branching existed keep their ids: no prefix is left out of the dump."""
+        """Episodes recorded before branching and practice levels existed keep their ids: no prefix and
+        the normal level are left out of the dump."""
         data = handler(self)
         if data.get("prefix", 0) is None:
             data.pop("prefix")
+        if data.get("difficulty") == "normal":
+            data.pop("difficulty")
         return data
 
     @property

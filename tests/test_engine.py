@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sandbox.catalog import CatalogError, load_catalog
 from sandbox.engine import build_cast, negotiate, turn_seed
-from sandbox.schemas import ActionKind, EpisodeSpec, OutcomeStatus
+from sandbox.experiment import ExperimentSpec, expand, load_experiment
+from sandbox.schemas import Action, ActionKind, EpisodeSpec, ModelSettings, OutcomeStatus, Prefix, PrefixTurn
 from tests.scripted import ScriptedPolicy, junk_failure, say
 
 SPEC = EpisodeSpec(strategy="assertive-consultant", prospect="price-haggler", scenario="saas-seats", max_turns=8)
@@ -182,3 +191,52 @@ async def test_a_prefix_that_ends_the_dialogue_is_refused(catalog):
     prefix = Prefix(source="t", source_episode_id="a", source_strategy="s", turns=said)
     with pytest.raises(ValueError, match="prefix turn 0 ends the dialogue"):
         await run(catalog, [], [], EpisodeSpec(**{**SPEC.model_dump(), "prefix": prefix}))
+
+
+# --------------------------------------------------------------------------- practice levels in a spec
+
+
+def test_an_episode_spec_at_a_level_plays_the_prospects_brief_at_that_level(catalog):
+    levels = {level: EpisodeSpec(**{**SPEC.model_dump(), "difficulty": level}) for level in ("easy", "normal", "hard")}
+    walk = {level: build_cast(spec, catalog).brief.walk_away_price for level, spec in levels.items()}
+    assert walk == {"easy": 24000, "normal": 22080, "hard": 20640}  # 1.0, 0.92 and 0.86 of 24,000
+    assert build_cast(levels["hard"], catalog).prospect.name.endswith("(hard)")
+    assert len({spec.episode_id for spec in levels.values()}) == 3
+    assert levels["normal"] == SPEC and "difficulty" not in SPEC.model_dump()
+
+
+def test_episode_ids_and_spec_fingerprints_from_before_practice_levels_are_unchanged():
+    plain = EpisodeSpec(
+        strategy="humble-equal",
+        prospect="price-haggler",
+        scenario="saas-seats",
+        seed=3,
+        rep_model=ModelSettings(model="openai/gpt-4o-mini"),
+    )
+    turns = (PrefixTurn(speaker="rep", message="Hello.", action=Action()),)
+    prefix = Prefix(source="x.json", source_episode_id="abc", source_strategy="server", turns=turns)
+    branched = EpisodeSpec(strategy="humble-equal", prospect="price-haggler", scenario="saas-seats", prefix=prefix)
+    # Computed before EpisodeSpec and ExperimentSpec had a difficulty.
+    assert plain.episode_id == "c7bafeeb5cadc795" and branched.episode_id == "2d415c3b710203bb"
+    axes = {"id": "q", "strategies": ["humble-equal"], "prospects": ["price-haggler"], "scenarios": ["saas-seats"]}
+    assert ExperimentSpec(**axes).fingerprint == "cea8f4aef51a"
+    assert ExperimentSpec(**axes, difficulty="hard").fingerprint != "cea8f4aef51a"
+
+
+def test_an_experiment_plays_every_prospect_at_its_difficulty_and_refuses_a_level_a_file_lacks(tmp_path, catalog):
+    spec_path = tmp_path / "hard.yaml"
+    axes = {"id": "h", "strategies": ["humble-equal", "eager-to-please"], "prospects": ["price-haggler", "skeptic"]}
+    spec_path.write_text(yaml.safe_dump({**axes, "scenarios": ["saas-seats"], "difficulty": "hard"}))
+    episodes = expand(load_experiment(spec_path, catalog))
+    assert len(episodes) == 4 and {e.difficulty for e in episodes} == {"hard"}
+    root = tmp_path / "personas"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "personas", root)
+    path = root / "prospects" / "skeptic.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["difficulty"].pop("hard")
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(CatalogError) as caught:
+        load_experiment(spec_path, load_catalog(root))
+    assert re.fullmatch(
+        r".*hard\.yaml: field 'difficulty': prospect 'skeptic' has no difficulty\.hard block.*", str(caught.value)
+    )

@@ -12,12 +12,16 @@ from typing import Any
 import pytest
 
 from sandbox.agents import TurnRequest
-from sandbox.catalog import CatalogError, load_catalog
+from sandbox.branching import BranchError, branch_experiment
+from sandbox.catalog import CatalogError, DifficultyError, at_difficulty, load_catalog
+from sandbox.episode import play_episode
+from sandbox.experiment import BranchFrom, ExperimentSpec, expand, resolve_branch
 from sandbox.judge import load_rubric
 from sandbox.practice.commands import Command, CommandError, parse_line, parse_price
-from sandbox.practice.difficulty import DifficultyError, at_difficulty
 from sandbox.practice.events import Notice, Prompt, Said, Scored, Suggestion, Undone
 from sandbox.practice.human import EndPractice, HumanPolicy, Restart, Undo
+from sandbox.practice.session import PracticeSetup, practice_cast, practice_spec
+from sandbox.profiles import Profiles
 from sandbox.schemas import ActionKind, ModelSettings
 from tests.fake_provider import FakeProvider, Reply
 
@@ -349,3 +353,46 @@ async def test_quitting_mid_dialogue_scores_what_was_said(tmp_path):
         and "the person ended the practice" in transcript["outcome"]["reason"]
     )
     assert record.scorecard.verdict in {"pass", "fail"} and record.scorecard.counted == 9
+
+
+# --------------------------------------------------------------------------- levels in the spec, and a branch
+
+
+def test_each_level_is_its_own_episode(catalog):
+    specs = {}
+    for level in ("easy", "normal", "hard"):
+        setup = PracticeSetup(prospect="price-haggler", scenario="saas-seats", difficulty=level)
+        specs[level] = practice_spec(setup, practice_cast(setup, catalog))
+    assert {level: spec.difficulty for level, spec in specs.items()} == {l: l for l in specs}  # noqa: E741
+    assert len({spec.episode_id for spec in specs.values()}) == 3
+
+
+async def test_a_branch_of_a_hard_session_continues_against_the_hard_brief(tmp_path, catalog):
+    io = ScriptedIO(["Hi Dana, what does the manual work cost you today?", "/offer 22000 How about that?", "/quit"])
+    with FakeProvider(practice_responder()) as provider:
+        record = await session_for(provider.api_base, io, tmp_path, difficulty="hard").run()
+        assert record is not None
+        spec = branch_experiment(str(record.folder), 2, ["humble-equal"], 1)
+        (episode,) = expand(spec)
+        settings = agent_settings(provider.api_base)
+        played = await play_episode("b", episode, catalog, Profiles([settings]))
+        prospect_prompts = [
+            str(r["messages"][0]["content"])
+            for r in provider.requests
+            if r["messages"][0]["content"].startswith("You are Dana")
+        ]
+    assert spec.difficulty == "hard" and episode.difficulty == "hard"
+    assert played.status == "ok" and played.transcript.cast.brief.walk_away_price == 20640  # normal: 22,080
+    assert played.transcript.cast.prospect.name.endswith("(hard)")
+    assert "the most you will pay is 20,640" in prospect_prompts[-1]
+    # A spec naming another level than its source's is refused in one line.
+    other = ExperimentSpec(
+        id="b",
+        strategies=["humble-equal"],
+        difficulty="easy",
+        branch_from=BranchFrom(transcript=str(record.folder), at=2),
+    )
+    with pytest.raises(
+        BranchError, match=r"^difficulty 'easy' differs from the source's 'hard'; a branch keeps its level$"
+    ):
+        resolve_branch(other)

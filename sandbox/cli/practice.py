@@ -72,7 +72,6 @@ def practice_command(
     from pydantic import ValidationError
 
     from sandbox.catalog import describe_validation_error
-    from sandbox.practice.difficulty import DifficultyError
     from sandbox.practice.session import PracticeSetup, hint_cast, practice_cast
 
     catalog = open_catalog(personas)
@@ -103,7 +102,7 @@ def practice_command(
     try:
         cast = practice_cast(setup, catalog)
         hint_cast(setup, cast, catalog)
-    except (CatalogError, DifficultyError) as exc:
+    except CatalogError as exc:  # an unknown id, or a level the persona file does not state
         fail(str(exc))
         return
     models = [setup.agent_model, *setup.judges]

@@ -31,13 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandbox import __version__
 from sandbox.agents import TurnPolicy, TurnResult, policy_for
 from sandbox.amounts import money_text
-from sandbox.catalog import Catalog
+from sandbox.catalog import Catalog, at_difficulty
 from sandbox.engine import negotiate, standing_offers, turn_request
 from sandbox.judge import case_from_transcript, describe_outcome, judge_panel
 from sandbox.metrics import OutcomeMetrics, outcome_metrics
 from sandbox.models import ModelCallError
 from sandbox.practice.commands import HELP, CommandError, parse_line
-from sandbox.practice.difficulty import Difficulty, at_difficulty
 from sandbox.practice.events import (
     Ended,
     Intro,
@@ -57,6 +56,7 @@ from sandbox.results import EpisodeResult
 from sandbox.schemas import (
     Action,
     Cast,
+    Difficulty,
     EpisodeSpec,
     JudgePanel,
     ModelSettings,
@@ -139,6 +139,7 @@ def practice_spec(setup: PracticeSetup, cast: Cast) -> EpisodeSpec:
         opener=setup.opener,
         rep_model=human if setup.side == "rep" else agent,
         prospect_model=agent if setup.side == "rep" else human,
+        difficulty=setup.difficulty,
     )
 
 
