@@ -8,6 +8,12 @@ function over the results table (so they are tested apart from the files written
   models: :func:`sandbox.stats.matched_pairs`, the pairing of the paired tests) where they differ most;
 - fresh examples: :func:`fresh_spec` writes the experiment a trainer would otherwise write by hand.
 
+Where the files go, inside a run's ``examples/`` folder (:attr:`sandbox.runfolder.RunFolder.examples_dir`):
+best and worst picks at the top (one ``<strategy>-highest|lowest-<episode>.md`` per pick, ``README.md``,
+``pack.*``), contrast packs in ``contrast/``, the fresh-examples pack in ``fresh/``, and a branch's pack
+(written by ``sandbox branch``) beside them. Picking again by another column removes the previous pick
+files only (:func:`stale_pick_files`), never another command's pack.
+
 Picks rank on :func:`sandbox.packs.verified_frame`: a score whose evidence was not verified does not
 count. The pack model and its renderers live in :mod:`sandbox.packs`.
 """
@@ -42,6 +48,7 @@ __all__ = [
     "ContrastPair",
     "ExamplesError",
     "Pick",
+    "check_by",
     "fresh_spec",
     "pick_contrasts",
     "pick_examples",
@@ -109,6 +116,22 @@ def _require_column(episodes: pd.DataFrame, by: str) -> None:
     )  # numbers (or nothing yet): a status or a name cannot rank episodes
     if by not in choices:
         raise ExamplesError(f"unknown column '{by}'; choose one of: {', '.join(choices) or 'none (nothing judged)'}")
+
+
+def rank_columns(rubric: Rubric) -> list[str]:
+    """The columns a pick can rank by before anything is played: the mean, each rubric criterion, and the
+    outcome metrics that are numbers (or yes/no)."""
+    from sandbox.table import OUTCOME_COLUMNS
+
+    metrics = [column for column, dtype in OUTCOME_COLUMNS.items() if dtype != "string"]
+    return ["score_mean", *(f"score_{c.id}" for c in rubric.criteria), *metrics]
+
+
+def check_by(by: str, rubric: Rubric) -> None:
+    """Refuse a ``--by`` no run of this rubric can have, before fresh examples play a single episode."""
+    allowed = rank_columns(rubric)
+    if by not in allowed:
+        raise ExamplesError(f"--by '{by}' is not a column to rank by; choose one of: {', '.join(allowed)}")
 
 
 def pick_examples(frame: pd.DataFrame, by: str = "score_mean", per_strategy: int = 1) -> list[Pick]:
@@ -234,6 +257,17 @@ def file_name(pick: Pick) -> str:
     return f"{slug}.md"
 
 
+_PICK_FILE = re.compile(r"[a-z0-9-]+-(highest|lowest)-[a-z0-9-]+\.md")  # what file_name writes
+
+
+def stale_pick_files(folder: Path) -> list[Path]:
+    """The files a previous best/worst pick wrote in ``folder`` (its handouts by :func:`file_name`'s pattern,
+    and a PDF of its pack): removed before picking again, so picks by another column do not linger.
+    Anything else there (a branch's pack, the contrast and fresh folders) is left alone."""
+    handouts = [p for p in folder.glob("*.md") if _PICK_FILE.fullmatch(p.name)]
+    return sorted(handouts) + [p for p in [folder / "pack.pdf"] if p.exists()]
+
+
 def _results(run: RunFolder, ids: set[str]) -> dict[str, Any]:
     return {r.episode_id: r for r in run.latest(ids=ids)}  # only the picks held
 
@@ -256,7 +290,7 @@ def write_examples(
     results = _results(run, {p.episode_id for p in picks})
     if out is None:
         out = run.examples_dir
-        for stale in out.glob("*.md"):  # our own folder: picks by another column must not linger
+        for stale in stale_pick_files(out):  # our own folder: picks by another column must not linger
             stale.unlink()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,19 +368,14 @@ def write_contrast(
 
 def write_fresh(
     folder: RunFolder | Path | str,
-    contrast: tuple[str, str] | None = None,
     out: Path | None = None,
     rubric: Rubric | None = None,
     pdf: bool = False,
-    by: str = "score_mean",
 ) -> list[Path]:
-    """The pack of a fresh-examples run: every seed, in order (one column each), or with ``contrast``
-    every matched pair of the two strategies, most different first."""
+    """The pack of a fresh-examples run (``out`` default: run/examples/fresh): every seed, in order, one
+    column each. Fresh examples of two strategies are a contrast: :func:`write_contrast`."""
     run = RunFolder.of(folder)
     rubric = rubric or _rubric()
-    if contrast is not None:
-        episodes = len(run.latest_ids())
-        return write_contrast(run, *contrast, by=by, count=max(1, episodes), out=out, rubric=rubric, pdf=pdf)[0]
     results = sorted((r for r in run.latest() if r.transcript is not None), key=lambda r: (r.spec.seed, r.episode_id))
     if not results:
         raise ExamplesError(f"{run.path}: no episode has a dialogue")
@@ -361,4 +390,4 @@ def write_fresh(
         intro=f"Run {run.path.name}: {len(results)} dialogues, seeds {', '.join(str(r.spec.seed) for r in results)}.",
         panels=panels,
     )
-    return write_pack(pack, Path(out) if out else run.examples_dir, "pack", pdf=pdf)
+    return write_pack(pack, Path(out) if out else run.examples_dir / "fresh", "pack", pdf=pdf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -169,13 +170,14 @@ def test_fresh_examples_run_through_the_runner_and_become_a_pack(tmp_path, monke
     (folder,) = (tmp_path / "alone").iterdir()
     text = alone.output.replace("\n", "")
     assert "playing 3 episodes: humble-equal x seeds 1..3" in text and f"run folder: {folder}" in text
-    assert f"pack: {folder / 'examples' / 'pack.md'}" in text and f"pack: {folder / 'examples' / 'pack.html'}" in text
+    fresh = folder / "examples" / "fresh"  # its own folder: best/worst picks of this run cannot overwrite it
+    assert f"pack: {fresh / 'pack.md'}" in text and f"pack: {fresh / 'pack.html'}" in text
     results = list(RunFolder(folder).latest())
     assert sorted(r.spec.seed for r in results) == [1, 2, 3] and all(r.judgements for r in results)
     assert (folder / "results.parquet").exists() and RunFolder(folder).manifest()["spec"]["strategies"] == [
         "humble-equal"
     ]
-    pack = (folder / "examples" / "pack.md").read_text()
+    pack = (fresh / "pack.md").read_text()
     assert [line for line in pack.splitlines() if line.startswith("## ")] == ["## Seed 1", "## Seed 2", "## Seed 3"]
     assert '### seed 1: Humble equal meets Dana (Dana, the "your price is too high" haggler)' in pack
     assert pack.count("#### What Dana did not say") == 3 and pack.startswith("# humble-equal meets price-haggler")
@@ -187,3 +189,67 @@ def test_fresh_examples_run_through_the_runner_and_become_a_pack(tmp_path, monke
     html = page.read_text()
     assert html.count('class="columns n2"') == 2 and html.count('<article class="dialogue"') == 4  # 2 pairs x 2
     assert f"pack: {page}" in paired.output.replace("\n", "")
+
+
+def test_picking_again_removes_only_the_previous_picks_files_never_another_commands_pack(tmp_path):
+    from sandbox.examples import write_fresh
+
+    run = write_run(tmp_path / "run", [episode("eager-to-please", 1, scores={"discovery": 5}),
+                                       episode("eager-to-please", 2, scores={"discovery": 2})])  # fmt: skip
+    fresh = write_fresh(run)
+    assert fresh[0] == run / "examples" / "fresh" / "pack.md"
+    before = fresh[0].read_text()
+    branch = run / "examples" / "branch.md"  # as sandbox branch wrote it (before its own folder)
+    branch.write_text("the branch pack")
+    stale = run / "examples" / "eager-to-please-lowest-old-episode.md"  # a pick by another column
+    stale.write_text("stale")
+    (run / "examples" / "pack.pdf").write_bytes(b"%PDF stale")  # an earlier pick's PDF, not asked for now
+    out, picks = write_examples(run)
+    assert not stale.exists() and not (out / "pack.pdf").exists()
+    assert branch.read_text() == "the branch pack" and fresh[0].read_text() == before
+    assert {p.name for p in out.glob("*-*.md")} == {f"eager-to-please-{p.rank}-{p.episode_id}.md" for p in picks}
+
+
+def fresh_flags(api_base: str, runs_dir: Path) -> list[str]:
+    return ["examples", "--rep", "humble-equal", "--prospect", "price-haggler", "--scenario", "saas-seats",
+            "--model", "openai/gpt-4o-mini", "--api-base", api_base, "--no-cache", "--max-turns", "4",
+            "--runs-dir", str(runs_dir)]  # fmt: skip
+
+
+def test_fresh_examples_refuse_a_mistyped_by_before_playing(tmp_path, monkeypatch):
+    from sandbox.cli import app
+
+    monkeypatch.chdir(ROOT)
+    with FakeProvider(deal_or_walk()) as provider:
+        for extra in ([], ["--contrast", "eager-to-please"]):
+            bad = runner.invoke(app, [*fresh_flags(provider.api_base, tmp_path / "runs"), "--by", "score_foo", *extra])
+            assert bad.exit_code == 2, bad.output
+            (line,) = bad.output.strip().splitlines()
+            assert "--by 'score_foo' is not a column to rank by; choose one of: score_mean, score_discovery" in line
+            assert "m_turns" in line and "m_status" not in line
+        assert provider.served == 0 and not (tmp_path / "runs").exists()  # nothing played, no folder
+
+
+def test_fresh_examples_resume_their_run_folder_without_playing_again(tmp_path, monkeypatch):
+    from sandbox.cli import app
+
+    monkeypatch.chdir(ROOT)
+    with FakeProvider(deal_or_walk()) as provider:
+        flags = fresh_flags(provider.api_base, tmp_path / "runs")
+        first = runner.invoke(app, [*flags, "--count", "2"])
+        assert first.exit_code == 0, first.output
+        (folder,) = (tmp_path / "runs").iterdir()
+        pack = folder / "examples" / "fresh" / "pack.md"
+        played, before = provider.served, pack.read_text()
+        pack.unlink()
+        again = runner.invoke(app, [*flags, "--count", "2", "--resume", str(folder)])
+        assert again.exit_code == 0, again.output
+        assert provider.served == played and played > 0  # both episodes were finished: nothing asked again
+        assert pack.read_text() == before and f"run folder: {folder}" in again.output.replace("\n", "")
+        assert [p.name for p in (tmp_path / "runs").iterdir()] == [folder.name]  # no second run folder
+        other = runner.invoke(app, [*flags, "--count", "3", "--resume", str(folder), "--no-preflight"])
+        assert other.exit_code == 2 and provider.served == played
+        *_, error = other.output.strip().splitlines()  # after the "playing" line: the runner's one-line refusal
+        assert error.startswith(f"error: {folder}: started from a different spec") and error.endswith("new run instead")
+    stray = runner.invoke(app, ["examples", str(folder), "--resume", str(folder)])
+    assert stray.exit_code == 2 and "--resume continues fresh examples" in stray.output

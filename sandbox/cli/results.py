@@ -119,10 +119,17 @@ def examples_command(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Fresh examples: where the run folder goes.")] = Path(
         "runs"
     ),
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Fresh examples: continue this run folder (started with the same flags)."),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the local response cache.")] = False,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Response cache folder.")] = Path(".sandbox-cache"),
     pdf: Annotated[bool, typer.Option("--pdf", help="Also print the pack to PDF with headless Chromium.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/examples).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to write (default: RUN/examples, its contrast/ or fresh/ for those packs)."),
+    ] = None,
     cassette: CassetteOpt = None,
     record: RecordOpt = False,
     rubric: RubricOpt = None,
@@ -132,7 +139,7 @@ def examples_command(
     """Example dialogues for trainers, as packs (Markdown + printable HTML): each strategy's best and
     worst (RUN), two strategies on the same conversations (RUN --contrast A B), or fresh episodes played
     now through the runner (--rep S --prospect P --scenario C [--contrast S2])."""
-    from sandbox.examples import ExamplesError
+    from sandbox.examples import ExamplesError, check_by
 
     targets = list(targets or [])
     contrast = list(contrast or [])
@@ -141,9 +148,10 @@ def examples_command(
         if rep is not None or prospect is not None or scenario is not None:
             if targets:
                 fail(f"fresh examples (--rep) take no run folder or strategy argument, got: {' '.join(targets)}")
+            check_by(by, loaded_rubric)  # before anything is played, not after
             folder = _fresh_run(
                 rep, prospect, scenario, contrast, count or 5, model, api_base, judge_model, max_turns, runs_dir,
-                None if no_cache else cache_dir, cassette, record, loaded_rubric, personas, no_preflight,
+                resume, None if no_cache else cache_dir, cassette, record, loaded_rubric, personas, no_preflight,
             )  # fmt: skip
             if contrast:  # every matched pair of the seeds just played, most different first
                 _write_pack(folder, "contrast", contrast=(rep, contrast[0]), by=by, count=count or 5, out=out,
@@ -151,6 +159,8 @@ def examples_command(
             else:
                 _write_pack(folder, "fresh", out=out, rubric=loaded_rubric, pdf=pdf)
             return
+        if resume is not None:
+            fail("--resume continues fresh examples: give it with the same --rep, --prospect and --scenario")
         if not targets:
             fail(
                 "name a run folder (sandbox examples RUN), or ask for fresh examples with --rep, --prospect, --scenario"
@@ -210,10 +220,11 @@ def _write_pack(folder: Path, kind: str, **options) -> None:  # noqa: ANN003
 
 
 def _fresh_run(
-    rep, prospect, scenario, contrast, count, model, api_base, judge_model, max_turns, runs_dir, cache_dir,
-    cassette, record, rubric, personas, no_preflight,
+    rep, prospect, scenario, contrast, count, model, api_base, judge_model, max_turns, runs_dir, resume,
+    cache_dir, cassette, record, rubric, personas, no_preflight,
 ) -> Path:  # fmt: skip  # noqa: ANN001
-    """Play the fresh examples through the one run entry point (cached, resumable, judged); its folder."""
+    """Play the fresh examples through the one run entry point (cached, judged; ``resume`` continues a run
+    folder of the same flags, a different spec refused by the runner); its folder."""
     from pydantic import ValidationError
 
     from sandbox.catalog import CatalogError, describe_validation_error
@@ -248,10 +259,12 @@ def _fresh_run(
         fail("--record needs --cassette PATH")
     console.print(
         f"playing {len(spec.strategies) * count} episodes: {' and '.join(spec.strategies)} x seeds 1..{count}"
+        + (f" (resuming {resume}: finished ones are kept)" if resume is not None else ""),
+        soft_wrap=True,
     )
     try:
-        outcome = run(spec, catalog, rubric, runs_dir=runs_dir, cache_dir=cache_dir, cassette=cassette,
-                      record=record, report=False, preflight=not no_preflight)  # fmt: skip
+        outcome = run(spec, catalog, rubric, runs_dir=runs_dir, resume=resume, cache_dir=cache_dir,
+                      cassette=cassette, record=record, report=False, preflight=not no_preflight)  # fmt: skip
     except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
         fail(str(exc))
     console.print(f"run folder: {outcome.folder}", soft_wrap=True)
