@@ -1,5 +1,7 @@
 """One episode, whole: negotiate, measure, judge. The one pipeline that `sandbox negotiate` and the
-runner share, so a dialogue a trainer asks for and an experiment's episode are made the same way."""
+runner share, so a dialogue a trainer asks for and an experiment's episode are made the same way.
+Its second half, :func:`finish_episode`, is also how a practice session (whose dialogue a person
+played through the engine) becomes an episode result: measured, judged and totalled the same way."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from sandbox.judge import case_from_transcript, judge_panel
 from sandbox.metrics import outcome_metrics
 from sandbox.profiles import Profile, Profiles
 from sandbox.results import EpisodeResult
-from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Rubric
+from sandbox.schemas import EpisodeSpec, ModelSettings, OutcomeStatus, Rubric, Transcript
 
 
 async def play_episode(
@@ -39,22 +41,38 @@ async def play_episode(
             error=f"{type(exc).__name__}: {exc}",
             wall_time_s=round(time.perf_counter() - started, 3),
         )
+    return await finish_episode(run_id, episode, transcript, rubric, judge_profiles, started)
+
+
+async def finish_episode(
+    run_id: str,
+    spec: EpisodeSpec,
+    transcript: Transcript,
+    rubric: Rubric | None,
+    judges: list[Profile],
+    started: float | None = None,
+) -> EpisodeResult:
+    """A played dialogue measured, judged (unless it failed, or there is no rubric or judge) and totalled
+    (cost, tokens and calls of the turns and the judges). ``started`` is the ``time.perf_counter()`` the
+    episode's wall time counts from (default: now). A bug in measuring or judging keeps the dialogue and
+    fails the episode with the reason, never raised."""
+    started = time.perf_counter() if started is None else started
     failed = transcript.outcome.status is OutcomeStatus.FAILED
     error = transcript.outcome.reason if failed else None
     judgements = []
     metrics = None
     try:
         metrics = outcome_metrics(transcript)
-        if not failed and rubric is not None and judge_profiles and transcript.turns:
-            panel = await judge_panel(case_from_transcript(transcript), rubric, judge_profiles, seed=episode.seed)
+        if not failed and rubric is not None and judges and transcript.turns:
+            panel = await judge_panel(case_from_transcript(transcript), rubric, judges, seed=spec.seed)
             judgements = panel.judgements
     except Exception as exc:  # a bug in measuring or judging: the dialogue is kept, the episode failed
         failed, error = True, f"after the negotiation: {type(exc).__name__}: {exc}"
     calls = transcript.calls + [c for j in judgements for c in j.calls]
     return EpisodeResult(
         run_id=run_id,
-        episode_id=episode.episode_id,
-        spec=episode,
+        episode_id=spec.episode_id,
+        spec=spec,
         status="failed" if failed else "ok",
         error=error,
         transcript=transcript,

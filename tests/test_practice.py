@@ -22,6 +22,7 @@ from sandbox.practice.events import Notice, Prompt, Said, Scored, Suggestion, Un
 from sandbox.practice.human import EndPractice, HumanPolicy, Restart, Undo
 from sandbox.practice.session import PracticeSetup, practice_cast, practice_spec
 from sandbox.profiles import Profiles
+from sandbox.runfolder import RunFolder
 from sandbox.schemas import ActionKind, ModelSettings
 from tests.fake_provider import FakeProvider, Reply
 
@@ -396,3 +397,55 @@ async def test_a_branch_of_a_hard_session_continues_against_the_hard_brief(tmp_p
         BranchError, match=r"^difficulty 'easy' differs from the source's 'hard'; a branch keeps its level$"
     ):
         resolve_branch(other)
+
+
+# --------------------------------------------------------------------------- the session as an episode
+
+
+def session_lines() -> list[str]:
+    return ["Hi Dana, what does the manual work cost you today?", "/offer 21,600 for two years", "/accept", ""]
+
+
+async def test_a_saved_session_is_a_run_the_report_and_the_examples_read(tmp_path):
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+    from sandbox.runfolder import RunFolder
+    from sandbox.runner import manifest_for
+
+    with FakeProvider(practice_responder()) as provider:
+        record = await session_for(provider.api_base, ScriptedIO(session_lines()), tmp_path).run()
+    run = RunFolder(record.folder)
+    manifest = run.manifest()
+    (result,) = list(run.latest())
+    # The manifest a run writes, with the session's keys beside it; its spec plays this very episode.
+    spec = ExperimentSpec.model_validate(manifest["spec"])
+    assert set(manifest_for(spec, "x", None, 1)) <= set(manifest)
+    assert manifest["spec_fingerprint"] == spec.fingerprint and manifest["planned_episodes"] == 1
+    assert [e.episode_id for e in expand(spec)] == [result.episode_id] and spec.strategies == ["human"]
+    assert manifest["run_id"] == result.run_id == record.session_id and "human" not in manifest["models"]
+    calls = result.transcript.calls + [c for j in result.judgements for c in j.calls]
+    assert result.model_calls == len(calls) > len(result.transcript.calls)  # the turns' and the judge's calls
+    assert result.cost_usd == pytest.approx(sum(c.cost_usd for c in calls)) and result.cost_usd > 0
+    cli = CliRunner()
+    report = cli.invoke(app, ["report", str(record.folder)])
+    assert report.exit_code == 0, report.output
+    assert f"Spec `{record.session_id}`: a sandbox practice session" in run.report_md_path.read_text()
+    examples = cli.invoke(app, ["examples", str(record.folder)])
+    assert examples.exit_code == 0, examples.output
+    assert list(run.examples_dir.iterdir())
+
+
+async def test_a_bug_in_judging_a_session_saves_it_as_a_failed_episode_with_the_reason(tmp_path, monkeypatch):
+    import sandbox.episode
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("judge broke")
+
+    monkeypatch.setattr(sandbox.episode, "judge_panel", broken)
+    with FakeProvider(practice_responder()) as provider:
+        record = await session_for(provider.api_base, ScriptedIO(session_lines()), tmp_path).run()
+    (result,) = list(RunFolder(record.folder).latest())
+    assert result.status == "failed" and result.error == "after the negotiation: RuntimeError: judge broke"
+    assert result.transcript is not None and len(result.transcript.turns) == 5
+    assert record.scorecard.verdict == "unscored" and record.scorecard.counted == 0

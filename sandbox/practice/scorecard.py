@@ -1,6 +1,6 @@
 """The scorecard: the judge's verdicts on the person's side, read as a trainer would read them.
 
-Pure: a transcript, its judge panel and the rubric in, a :class:`Scorecard` out. What counts:
+Pure: a transcript, its judges' verdicts and the rubric in, a :class:`Scorecard` out. What counts:
 
 - Only criteria about the person's side (or both sides) count; the rest are listed as not about them.
   The rubric is written mostly about the rep, so a person playing the prospect is scored on the
@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from sandbox.metrics import faithfulness_findings
-from sandbox.schemas import Action, Criterion, CriterionScore, JudgePanel, Rubric, Speaker, Transcript
+from sandbox.schemas import Action, Criterion, CriterionScore, Judgement, Rubric, Speaker, Transcript
 
 Verdict = Literal["pass", "fail", "unscored"]
 
@@ -150,11 +150,11 @@ def feedback(
 
 
 def lowest_moment(
-    items: list[CriterionFeedback], panel: JudgePanel, transcript: Transcript, side: Speaker
+    items: list[CriterionFeedback], judgements: list[Judgement], transcript: Transcript, side: Speaker
 ) -> Moment | None:
     """The person's turn behind the lowest counted score (ties: the rubric's order)."""
     by_criterion: dict[str, list[CriterionScore]] = {}
-    for judgement in panel.judgements:
+    for judgement in judgements:
         for score in judgement.scores:
             if score.supported:
                 by_criterion.setdefault(score.criterion, []).append(score)
@@ -169,10 +169,14 @@ def lowest_moment(
 
 
 def build_scorecard(
-    transcript: Transcript, panel: JudgePanel | None, rubric: Rubric, side: Speaker, pass_mark: float, outcome: str
+    transcript: Transcript,
+    judgements: list[Judgement],
+    rubric: Rubric,
+    side: Speaker,
+    pass_mark: float,
+    outcome: str,
 ) -> Scorecard:
     findings = [f for f in faithfulness_findings(transcript) if f": {side} " in f]
-    judgements = panel.judgements if panel is not None else []
     items = [
         feedback(c, [s for j in judgements for s in j.scores if s.criterion == c.id], transcript, side)
         for c in rubric.criteria
@@ -183,7 +187,7 @@ def build_scorecard(
         verdict: Verdict = "unscored"
     else:
         verdict = "pass" if mean >= pass_mark and not findings else "fail"
-    moment = lowest_moment(items, panel, transcript, side) if panel is not None else None
+    moment = lowest_moment(items, judgements, transcript, side) if judgements else None
     warnings = []
     for judgement in judgements:
         if judgement.self_preference:

@@ -12,11 +12,12 @@ asked through :func:`sandbox.engine.turn_request` exactly as the engine asks, wi
 in the rep's prompt (or the persona's own prompt when the person plays the prospect). It is shown,
 never sent.
 
-At the end the judge (:func:`sandbox.judge.judge_panel`, evidence checked) scores the dialogue, the
-scorecard reads it for the person's side, and the session is saved as a run folder of one episode
-under ``runs/practice/<session-id>/`` (``manifest.json``, ``episodes.jsonl``: what
-:class:`~sandbox.runfolder.RunFolder`, ``sandbox examples``, ``sandbox export`` and ``sandbox branch``
-read) with ``transcript.json`` (what ``sandbox judge`` reads) and ``scorecard.json`` beside it.
+At the end the session is finished as every episode is (:func:`sandbox.episode.finish_episode`:
+measured, judged with evidence checked, totalled), the scorecard reads the verdicts for the person's
+side, and the session is saved as a run folder of one episode under ``runs/practice/<session-id>/``
+(``manifest.json`` as a run writes it, ``episodes.jsonl``: what :class:`~sandbox.runfolder.RunFolder`,
+``sandbox report``, ``sandbox examples``, ``sandbox export`` and ``sandbox branch`` read) with
+``transcript.json`` (what ``sandbox judge`` reads) and ``scorecard.json`` beside it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from sandbox.agents import TurnPolicy, TurnResult, policy_for
 from sandbox.amounts import money_text
 from sandbox.catalog import Catalog, at_difficulty
 from sandbox.engine import negotiate, standing_offers, turn_request
-from sandbox.judge import case_from_transcript, describe_outcome, judge_panel
-from sandbox.metrics import OutcomeMetrics, outcome_metrics
+from sandbox.episode import finish_episode
+from sandbox.experiment import ExperimentSpec, RoleModels
+from sandbox.judge import describe_outcome
 from sandbox.models import ModelCallError
 from sandbox.practice.commands import HELP, CommandError, parse_line
 from sandbox.practice.events import (
@@ -58,7 +60,6 @@ from sandbox.schemas import (
     Cast,
     Difficulty,
     EpisodeSpec,
-    JudgePanel,
     ModelSettings,
     Outcome,
     OutcomeStatus,
@@ -140,6 +141,24 @@ def practice_spec(setup: PracticeSetup, cast: Cast) -> EpisodeSpec:
         rep_model=human if setup.side == "rep" else agent,
         prospect_model=agent if setup.side == "rep" else human,
         difficulty=setup.difficulty,
+    )
+
+
+def practice_experiment(setup: PracticeSetup, spec: EpisodeSpec, session_id: str) -> ExperimentSpec:
+    """The one-episode experiment a session is, as a run's manifest holds one: what the report, the
+    examples and a resume read; its expansion is the session's own episode."""
+    return ExperimentSpec(
+        id=session_id,
+        description=f"a sandbox practice session: a person played the {setup.side}",
+        strategies=[spec.strategy],
+        prospects=[spec.prospect],
+        scenarios=[spec.scenario],
+        seeds=[spec.seed],
+        openers=[spec.opener],
+        models=RoleModels(rep=[spec.rep_model], prospect=[spec.prospect_model], judge=list(setup.judges)),
+        max_turns=spec.max_turns,
+        difficulty=spec.difficulty,
+        concurrency=1,
     )
 
 
@@ -382,30 +401,36 @@ class PracticeSession:
         text = describe_outcome(outcome.status, outcome.price, outcome.decided_by, lambda a: money_text(scenario, a))
         return f"{text} ({outcome.reason})" if outcome.reason and outcome.status is not OutcomeStatus.DEAL else text
 
-    async def score(self, transcript: Transcript) -> tuple[Scorecard, JudgePanel | None]:
-        panel = None
+    async def score(self, session_id: str, transcript: Transcript) -> tuple[Scorecard, EpisodeResult]:
+        """The session as an episode result (measured, judged and totalled as every episode is, by
+        :func:`sandbox.episode.finish_episode`) and the scorecard read from its verdicts."""
         if transcript.outcome.status is not OutcomeStatus.FAILED and self.judges:
             models = ", ".join(j.model_id for j in self.judges)
             self.io.show(Notice(f"scoring: {len(self.rubric.criteria)} criteria, judge {models} ..."))
-            panel = await judge_panel(case_from_transcript(transcript), self.rubric, self.judges, seed=self.spec.seed)
+        result = await finish_episode(session_id, self.spec, transcript, self.rubric, self.judges, self.started)
         card = build_scorecard(
-            transcript, panel, self.rubric, self.setup.side, self.setup.pass_mark, self.outcome_text(transcript)
+            transcript,
+            result.judgements,
+            self.rubric,
+            self.setup.side,
+            self.setup.pass_mark,
+            self.outcome_text(transcript),
         )
         if card.lowest is not None:
             moment = card.lowest
             try:
-                result = await suggest(
+                suggestion = await suggest(
                     self.spec, self.hint_cast, transcript.turns[: moment.turn], self.setup.side, self.agent
                 )
                 update = {
                     "suggestion_source": self.hint_source,
-                    "suggestion": result.message,
-                    "suggestion_action": result.action,
+                    "suggestion": suggestion.message,
+                    "suggestion_action": suggestion.action,
                 }
             except ModelCallError as exc:
                 update = {"suggestion_source": self.hint_source, "error": exc.reason}
             card = card.model_copy(update={"lowest": moment.model_copy(update=update)})
-        return card, panel
+        return card, result
 
     async def run(self) -> PracticeRecord | None:
         """Play, score, save; None when there was nothing of the person's to score."""
@@ -420,9 +445,9 @@ class PracticeSession:
         if transcript is None:
             self.io.show(Notice("you ended the session before saying anything: nothing to score or save"))
             return None
-        metrics = outcome_metrics(transcript)
-        card, panel = await self.score(transcript)
-        record = self.save(transcript, metrics, panel, card)
+        session_id, folder = self._folder()
+        card, result = await self.score(session_id, transcript)
+        record = self.save(folder, result, card)
         self.io.show(Scored(card, [str(record.folder), str(record.transcript_path)]))
         return record
 
@@ -436,43 +461,24 @@ class PracticeSession:
             session_id = f"{base}-{n}"
         return session_id, root / session_id
 
-    def save(
-        self, transcript: Transcript, metrics: OutcomeMetrics, panel: JudgePanel | None, card: Scorecard
-    ) -> PracticeRecord:
-        from sandbox.store import RunStore, environment
+    def save(self, folder: Path, result: EpisodeResult, card: Scorecard) -> PracticeRecord:
+        """The run folder of one episode, with the manifest a run writes (the spec a runner would play
+        this episode from) and the session's own keys beside it."""
+        from sandbox.runner import manifest_for
+        from sandbox.store import RunStore
 
-        session_id, folder = self._folder()
-        failed = transcript.outcome.status is OutcomeStatus.FAILED
-        judgements = panel.judgements if panel is not None else []
-        calls = transcript.calls + [c for j in judgements for c in j.calls]
-        result = EpisodeResult(
-            run_id=session_id,
-            episode_id=transcript.episode_id,
-            spec=transcript.spec,
-            status="failed" if failed else "ok",
-            error=transcript.outcome.reason if failed else None,
-            transcript=transcript,
-            metrics=metrics,
-            judgements=judgements,
-            cost_usd=sum(c.cost_usd or 0.0 for c in calls),
-            tokens=sum(c.tokens_in + c.tokens_out for c in calls if not c.cached),
-            model_calls=sum(1 for c in calls if not c.cached),
-            cached_calls=sum(1 for c in calls if c.cached),
-            wall_time_s=transcript.wall_time_s,
-        )
-        manifest = {
-            "run_id": session_id,
+        transcript = result.transcript
+        assert transcript is not None
+        session_id = result.run_id
+        manifest = manifest_for(practice_experiment(self.setup, self.spec, session_id), session_id, None, 1)
+        manifest |= {
             "kind": "practice",
-            "created_at": datetime.now(UTC).isoformat(),
-            "practice": self.setup.model_dump(mode="json"),
-            "spec": {"id": session_id, "description": "a sandbox practice session", "strategies": [self.spec.strategy]},
-            "planned_episodes": 1,
             "models": sorted({self.setup.agent_model.model, *(j.model for j in self.setup.judges)}),
+            "practice": self.setup.model_dump(mode="json"),
             "person_side": self.setup.side,
             "undos": self.undos,
             "restarts": self.restarts,
             "hints": self.hints,
-            "environment": environment(),
         }
         with RunStore(folder) as store:
             store.write_manifest(manifest)
