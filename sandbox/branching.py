@@ -139,9 +139,9 @@ def branch_experiment(
 def _agent_model(own: ModelSettings, other: ModelSettings) -> ModelSettings:
     """The model that plays a side in a branch: its own, unless a person played it in the source (a
     practice session), where the agent's model from the other side takes over."""
-    from sandbox.practice.session import HUMAN_MODEL
+    from sandbox.profiles import is_person
 
-    return other if own == HUMAN_MODEL else own
+    return other if is_person(own) else own
 
 
 def branch_pack(folder: Path | str, rubric: Rubric | None) -> Pack:

@@ -119,6 +119,18 @@ def needs_embedded_server(settings: Iterable[ModelSettings]) -> bool:
     return any(is_embedded(s) for s in settings)
 
 
+# --------------------------------------------------------------------------- a person
+
+PERSON_ID = "human"  # the pseudo-model of a side a person typed (sandbox practice); no model plays it
+PERSON = ModelSettings(model=PERSON_ID)
+
+
+def is_person(settings: ModelSettings) -> bool:
+    """Whether a person played this side, not a model (the one place that knows how that is written):
+    its turns were typed, nothing can be asked of it, and a branch gives the side to an agent."""
+    return settings.model == PERSON_ID
+
+
 def _embedded(settings: ModelSettings, api_base: str | None, slots: int) -> Profile:
     if not api_base:
         raise ProfileError("model 'local' needs the embedded server; none is running")

@@ -449,3 +449,26 @@ async def test_a_bug_in_judging_a_session_saves_it_as_a_failed_episode_with_the_
     assert result.status == "failed" and result.error == "after the negotiation: RuntimeError: judge broke"
     assert result.transcript is not None and len(result.transcript.turns) == 5
     assert record.scorecard.verdict == "unscored" and record.scorecard.counted == 0
+
+
+def test_a_side_typed_by_a_person_is_known_by_its_profile_and_given_to_an_agent_in_a_branch(tmp_path, catalog):
+    import asyncio
+
+    from sandbox.engine import negotiate
+    from sandbox.practice.session import HUMAN_MODEL
+    from sandbox.profiles import is_person
+    from tests.scripted import ScriptedPolicy, say
+
+    agent = ModelSettings(model="openai/gpt-4o-mini", temperature=0.3)
+    # A person's side however its settings were written (here with a temperature, as a hand-edited file has it).
+    person = ModelSettings(model="human", temperature=0.2)
+    assert is_person(HUMAN_MODEL) and is_person(person) and not is_person(agent)
+    setup = PracticeSetup(prospect="price-haggler", scenario="saas-seats", agent_model=agent)
+    cast = practice_cast(setup, catalog)
+    spec = practice_spec(setup, cast).model_copy(update={"rep_model": person})
+    rep = ScriptedPolicy([say("Hi Dana, what does it cost you today?"), say("Tell me more.")])
+    prospect = ScriptedPolicy([say("Too much. 18,000.", "offer", 18000), say("Hmm.")])
+    path = tmp_path / "session.json"
+    path.write_text(asyncio.run(negotiate(spec, cast, rep, prospect)).model_dump_json())
+    branch = branch_experiment(str(path), 2, ["humble-equal"], 1)
+    assert branch.models.rep == [agent] == branch.models.prospect

@@ -53,7 +53,7 @@ from sandbox.practice.events import (
 )
 from sandbox.practice.human import EndPractice, HumanPolicy, Restart, Undo
 from sandbox.practice.scorecard import Scorecard, build_scorecard
-from sandbox.profiles import Profiles
+from sandbox.profiles import PERSON, Profiles
 from sandbox.results import EpisodeResult
 from sandbox.schemas import (
     Action,
@@ -74,9 +74,9 @@ from sandbox.schemas import (
     brief_for,
 )
 
-# The person's side in the saved spec: no model played it, and a judge sharing the agent's model is
-# then flagged for the agent's side only.
-HUMAN_MODEL = ModelSettings(model="human")
+# The person's side in the saved spec (profiles.is_person knows it): no model played it, and a judge
+# sharing the agent's model is then flagged for the agent's side only.
+HUMAN_MODEL = PERSON
 HUMAN_STRATEGY = Strategy(
     id="human",
     name="A person (sandbox practice)",
