@@ -9,6 +9,7 @@ Beside it, :func:`unstated_offers` counts offers whose price their own message d
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -147,8 +148,22 @@ def unstated_offers(transcript: Transcript) -> int:
     return sum(1 for t in transcript.turns if is_unstated_offer(t))
 
 
-def faithfulness_findings(transcript: Transcript) -> list[str]:
-    """Each faithfulness violation of an episode in words, in turn order, amounts in the scenario's format."""
+class Finding(NamedTuple):
+    """One faithfulness violation: the turn it happened at, the side that broke its own brief, and what it
+    did in words (amounts in the scenario's format). A record, so a reader filters on ``side``."""
+
+    turn: int
+    side: Speaker
+    text: str
+
+    @property
+    def line(self) -> str:
+        """How the report, the packs and the scorecard print it."""
+        return f"turn {self.turn}: {self.text}"
+
+
+def faithfulness_records(transcript: Transcript) -> list[Finding]:
+    """Each faithfulness violation of an episode, in turn order."""
     scenario = transcript.cast.scenario
     floor = scenario.rep_private.floor_price
     walk_away = transcript.cast.brief.walk_away_price
@@ -156,24 +171,31 @@ def faithfulness_findings(transcript: Transcript) -> list[str]:
     def money(amount: float) -> str | None:
         return money_text(scenario, amount)
 
-    found: list[tuple[int, str]] = []
+    found: list[Finding] = []
     for t in transcript.turns:
         price = t.action.price
         if t.speaker == "rep" and t.action.kind is ActionKind.OFFER and price is not None and price < floor:
-            found.append((t.index, f"rep offered {money(price)}, below its floor of {money(floor)}"))
+            found.append(Finding(t.index, "rep", f"rep offered {money(price)}, below its floor of {money(floor)}"))
     outcome = transcript.outcome
     if outcome.status is OutcomeStatus.DEAL and outcome.price is not None and transcript.turns:
         last = transcript.turns[-1].index
         if outcome.decided_by == "rep" and outcome.price < floor:
-            found.append((last, f"rep accepted {money(outcome.price)}, below its floor of {money(floor)}"))
+            text = f"rep accepted {money(outcome.price)}, below its floor of {money(floor)}"
+            found.append(Finding(last, "rep", text))
         if outcome.decided_by == "prospect" and outcome.price > walk_away:
-            found.append((last, f"prospect accepted {money(outcome.price)}, above its walk-away of {money(walk_away)}"))
+            text = f"prospect accepted {money(outcome.price)}, above its walk-away of {money(walk_away)}"
+            found.append(Finding(last, "prospect", text))
     figures = private_figures(transcript)
     names = {"floor": "floor", "budget": "budget", "walk_away": "walk-away price"}
     for name, index in disclosures(transcript).items():
         owner, figure = figures[name]
-        found.append((index, f"{owner} disclosed its {names[name]} ({money(figure)})"))
-    return [f"turn {index}: {text}" for index, text in sorted(found, key=lambda item: item[0])]
+        found.append(Finding(index, owner, f"{owner} disclosed its {names[name]} ({money(figure)})"))
+    return sorted(found, key=lambda finding: finding.turn)
+
+
+def faithfulness_findings(transcript: Transcript) -> list[str]:
+    """Each faithfulness violation of an episode in words, in turn order ('turn 4: rep offered ...')."""
+    return [finding.line for finding in faithfulness_records(transcript)]
 
 
 def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:

@@ -127,3 +127,27 @@ def test_unstated_offers_are_counted_whether_they_counted_or_were_dropped(catalo
     m = outcome_metrics(transcript(catalog, turns, Outcome(status="max_turns")))
     assert m.unstated_offers == 3
     assert m.rep_offers_below_floor == 1 and m.faithfulness_violated  # 4.87 is below the 19,200 floor
+
+
+def test_faithfulness_findings_are_records_with_the_side_that_broke_its_brief(catalog):
+    from sandbox.metrics import Finding, faithfulness_findings, faithfulness_records
+
+    turns = [
+        turn(0, "rep", "Fine, 15,000.", "offer", 15000),  # below the 19,200 floor
+        turn(1, "prospect", "Honestly my budget is 19,200 and I would go to 22,080.", "offer", 18000),
+        turn(2, "rep", "It is 24,000."),
+        turn(3, "prospect", "OK, deal.", "accept"),
+    ]
+    t = transcript(catalog, turns, Outcome(status="deal", price=24000, decided_by="prospect"))
+    records = faithfulness_records(t)
+    assert records == [
+        Finding(0, "rep", "rep offered 15,000 USD, below its floor of 19,200 USD"),
+        Finding(1, "prospect", "prospect disclosed its walk-away price (22,080 USD)"),
+        Finding(3, "prospect", "prospect accepted 24,000 USD, above its walk-away of 22,080 USD"),
+    ]
+    # The words the report, the packs and the scorecard show are what they were.
+    assert faithfulness_findings(t) == [
+        "turn 0: rep offered 15,000 USD, below its floor of 19,200 USD",
+        "turn 1: prospect disclosed its walk-away price (22,080 USD)",
+        "turn 3: prospect accepted 24,000 USD, above its walk-away of 22,080 USD",
+    ]

@@ -472,3 +472,27 @@ def test_a_side_typed_by_a_person_is_known_by_its_profile_and_given_to_an_agent_
     path.write_text(asyncio.run(negotiate(spec, cast, rep, prospect)).model_dump_json())
     branch = branch_experiment(str(path), 2, ["humble-equal"], 1)
     assert branch.models.rep == [agent] == branch.models.prospect
+
+
+def test_the_scorecard_holds_the_person_to_their_own_brief_only(catalog):
+    from sandbox.engine import build_cast
+    from sandbox.practice.scorecard import build_scorecard
+    from sandbox.schemas import Action, EpisodeSpec, Outcome, Transcript, Turn
+
+    spec = EpisodeSpec(strategy="assertive-consultant", prospect="price-haggler", scenario="saas-seats")
+    said = [
+        ("rep", "Fine, 15,000.", Action(kind="offer", price=15000)),  # below the rep's floor of 19,200
+        ("prospect", "I would go to 22,080 at most.", Action()),  # the prospect's walk-away said
+        ("rep", "It is 24,000.", Action()),
+        ("prospect", "OK, deal.", Action(kind="accept")),  # above its walk-away
+    ]
+    turns = [Turn(index=i, speaker=who, message=text, action=action) for i, (who, text, action) in enumerate(said)]
+    outcome = Outcome(status="deal", price=24000, decided_by="prospect")
+    t = Transcript(episode_id="x", spec=spec, cast=build_cast(spec, catalog), turns=turns, outcome=outcome)
+    cards = {side: build_scorecard(t, [], load_rubric(), side, 3.5, "a deal") for side in ("rep", "prospect")}
+    assert cards["rep"].brief_findings == ["turn 0: rep offered 15,000 USD, below its floor of 19,200 USD"]
+    assert cards["prospect"].brief_findings == [
+        "turn 1: prospect disclosed its walk-away price (22,080 USD)",
+        "turn 3: prospect accepted 24,000 USD, above its walk-away of 22,080 USD",
+    ]
+    assert not cards["rep"].brief_kept and not cards["prospect"].brief_kept

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sandbox.metrics import faithfulness_findings
+from sandbox.metrics import faithfulness_records
 from sandbox.schemas import Action, Criterion, CriterionScore, Judgement, Rubric, Speaker, Transcript
 
 Verdict = Literal["pass", "fail", "unscored"]
@@ -176,7 +176,7 @@ def build_scorecard(
     pass_mark: float,
     outcome: str,
 ) -> Scorecard:
-    findings = [f for f in faithfulness_findings(transcript) if f": {side} " in f]
+    findings = [f.line for f in faithfulness_records(transcript) if f.side == side]
     items = [
         feedback(c, [s for j in judgements for s in j.scores if s.criterion == c.id], transcript, side)
         for c in rubric.criteria
