@@ -89,14 +89,13 @@ def deal_context(scenario: ScenarioPublic) -> str:
 def case_from_transcript(transcript: Transcript) -> JudgeCase:
     scenario = transcript.cast.scenario.public()
     outcome = transcript.outcome
-    prefix = transcript.spec.prefix
     return JudgeCase(
         episode_id=transcript.episode_id,
         context=deal_context(scenario),
         turns=[JudgeTurn(index=t.index, speaker=t.speaker, text=t.message) for t in transcript.turns],
         outcome=describe_outcome(outcome.status, outcome.price, outcome.decided_by, scenario.money),
         agent_models={"rep": transcript.spec.rep_model.model, "prospect": transcript.spec.prospect_model.model},
-        judged_from=0 if prefix is None or prefix.judged else len(prefix.turns),
+        judged_from=transcript.played_from,
     )
 
 

@@ -18,6 +18,11 @@ from sandbox.schemas import ActionKind, OutcomeStatus, Speaker, Transcript, Turn
 
 
 class OutcomeMetrics(BaseModel):
+    """What an episode achieved and how each side behaved. In a branch (a shared beginning another
+    strategy said, :attr:`Transcript.played_from`), behaviour and faithfulness (concessions, talk share,
+    questions, below-floor offers, disclosures, unstated offers) count this episode's own turns only;
+    the outcome, prices, movement, turns and usage cover the whole dialogue."""
+
     status: OutcomeStatus
     deal: bool
     final_price: float | None
@@ -60,10 +65,11 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def offers_by(transcript: Transcript, speaker: Speaker) -> list[float]:
+def offers_by(transcript: Transcript, speaker: Speaker, stop: int | None = None) -> list[float]:
+    """The prices ``speaker`` offered, in order (in the turns before ``stop`` when given)."""
     return [
         t.action.price
-        for t in transcript.turns
+        for t in transcript.turns[:stop]
         if t.speaker == speaker and t.action.kind is ActionKind.OFFER and t.action.price is not None
     ]
 
@@ -128,6 +134,8 @@ def disclosures(transcript: Transcript) -> dict[str, int]:
         for name, (owner, figure) in figures.items():
             if name in found or owner != turn.speaker or among(figure, public) or among(figure, offered):
                 continue
+            if turn.index < transcript.played_from:  # a branch's shared beginning: public from here, not a leak
+                continue
             if among(figure, said):
                 found[name] = turn.index
         public.extend(said + offered)
@@ -145,7 +153,7 @@ def is_unstated_offer(turn: Turn) -> bool:
 
 def unstated_offers(transcript: Transcript) -> int:
     """Offers whose price their own message does not state, in every turn mode (:func:`is_unstated_offer`)."""
-    return sum(1 for t in transcript.turns if is_unstated_offer(t))
+    return sum(1 for t in transcript.turns[transcript.played_from :] if is_unstated_offer(t))
 
 
 class Finding(NamedTuple):
@@ -172,7 +180,7 @@ def faithfulness_records(transcript: Transcript) -> list[Finding]:
         return money_text(scenario, amount)
 
     found: list[Finding] = []
-    for t in transcript.turns:
+    for t in transcript.turns[transcript.played_from :]:
         price = t.action.price
         if t.speaker == "rep" and t.action.kind is ActionKind.OFFER and price is not None and price < floor:
             found.append(Finding(t.index, "rep", f"rep offered {money(price)}, below its floor of {money(floor)}"))
@@ -206,10 +214,16 @@ def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:
 
     rep_offers = offers_by(transcript, "rep")
     prospect_offers = offers_by(transcript, "prospect")
-    drops = concessions(list_price, rep_offers)
+    # Behaviour is measured over this episode's own turns; after a branch's shared beginning the rep's
+    # concessions count from its price standing then. Outcome and movement cover the whole dialogue.
+    start = transcript.played_from
+    played = transcript.turns[start:]
+    shared_rep_offers = offers_by(transcript, "rep", stop=start)
+    played_rep_offers = rep_offers[len(shared_rep_offers) :]
+    drops = concessions(shared_rep_offers[-1] if shared_rep_offers else list_price, played_rep_offers)
 
-    rep_words = sum(words(t.message) for t in transcript.turns if t.speaker == "rep")
-    all_words = sum(words(t.message) for t in transcript.turns)
+    rep_words = sum(words(t.message) for t in played if t.speaker == "rep")
+    all_words = sum(words(t.message) for t in played)
 
     # The rep starts at list price; each side's end point is the deal price, else its last offer.
     rep_end = final_price if deal else (rep_offers[-1] if rep_offers else None)
@@ -221,7 +235,7 @@ def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:
         prospect_move = 0.0  # the prospect accepted without ever countering: it moved nowhere
 
     floor = scenario.rep_private.floor_price
-    below_floor = sum(1 for price in rep_offers if price < floor)
+    below_floor = sum(1 for price in played_rep_offers if price < floor)
     if deal and final_price is not None and final_price < floor and transcript.outcome.decided_by == "rep":
         below_floor += 1
     walk_away = transcript.cast.brief.walk_away_price
@@ -245,8 +259,8 @@ def outcome_metrics(transcript: Transcript) -> OutcomeMetrics:
         rep_concession_total=sum(drops),
         turns=len(transcript.turns),
         rep_talk_share=rep_words / all_words if all_words else None,
-        rep_questions=sum(count_questions(t.message) for t in transcript.turns if t.speaker == "rep"),
-        prospect_questions=sum(count_questions(t.message) for t in transcript.turns if t.speaker == "prospect"),
+        rep_questions=sum(count_questions(t.message) for t in played if t.speaker == "rep"),
+        prospect_questions=sum(count_questions(t.message) for t in played if t.speaker == "prospect"),
         rep_movement=rep_move,
         prospect_movement=prospect_move,
         prospect_movement_share=movement_share(rep_move, prospect_move),

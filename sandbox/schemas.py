@@ -431,6 +431,14 @@ class Transcript(BaseModel):
         return len(self.spec.prefix.turns) if self.spec.prefix is not None else 0
 
     @property
+    def played_from(self) -> int:
+        """The first turn that is this episode's own play: after a branch's shared beginning, which
+        another strategy said (the judge may not quote it, its behaviour is not measured as this
+        episode's); 0 when there is none, or the replayed turns were the same player's (a practice undo)."""
+        prefix = self.spec.prefix
+        return 0 if prefix is None or prefix.judged else len(prefix.turns)
+
+    @property
     def calls(self) -> list[ModelCall]:
         return [call for turn in self.turns for call in turn.calls] + list(self.failed_turn_calls)
 

@@ -193,3 +193,25 @@ def test_a_continuation_that_fails_is_shown_with_its_reason(tmp_path, catalog):
     page = (folder / "examples" / "branch" / "branch.html").read_text()
     assert "humble-equal, seed 1" in page and "humble-equal, seed 2 (failed: turn 3:" in page
     assert "failed before saying anything" not in page
+
+
+def test_a_branch_is_measured_on_its_own_turns_after_the_shared_beginning(tmp_path, catalog):
+    from sandbox.metrics import faithfulness_records, outcome_metrics
+
+    # The source's rep gives in below its floor (19,200) and says so, in the turns the branch shares.
+    rep = ScriptedPolicy([say("Hello Dana?"), say("My floor is 19,200 but I can do 18,500.", "offer", 18500)])
+    prospect = ScriptedPolicy([say("Too much. 18,000.", "offer", 18000), say("Hmm.")])
+    source = asyncio.run(negotiate(SOURCE_SPEC, build_cast(SOURCE_SPEC, catalog), rep, prospect))
+    assert outcome_metrics(source).faithfulness_violations == 2
+    prefix = prefix_at(source, 4, "source.json")
+    spec = SOURCE_SPEC.model_copy(update={"strategy": "humble-equal", "prefix": prefix})
+    new_rep = ScriptedPolicy([say("What would 20,000 change for you?", "offer", 20000)])
+    branch = asyncio.run(
+        negotiate(spec, build_cast(spec, catalog), new_rep, ScriptedPolicy([say("We accept.", "accept")]))
+    )
+    measured = outcome_metrics(branch)
+    assert branch.played_from == 4 and faithfulness_records(branch) == []
+    assert measured.faithfulness_violations == 0 and measured.rep_offers_below_floor == 0
+    # Talk share and questions are the new rep's; 20,000 raises the 18,500 standing, so no concession.
+    assert measured.rep_questions == 1 and measured.rep_concessions == 0
+    assert measured.deal and measured.final_price == 20000 and measured.turns == 6
