@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Where the environment turns bytecode caches off (PYTHONDONTWRITEBYTECODE, as on this project's
+# machines), every process the suite starts (each pytest-xdist worker, each `sandbox` process a test
+# runs) compiled every module of the package and the tests, and pytest rewrote every test's asserts,
+# again: about 5 s of CPU per process. The caches go to the git-ignored __pycache__ folders; the
+# workers, started after this file is read, inherit the setting.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 from sandbox.cassettes import record_mode_from_env, use_cassette  # noqa: E402
 from sandbox.catalog import Catalog, load_catalog  # noqa: E402

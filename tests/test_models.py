@@ -7,7 +7,6 @@ import secrets
 import time
 
 import httpx
-import litellm
 import pytest
 from pydantic import BaseModel
 
@@ -191,6 +190,8 @@ async def test_keys_never_reach_a_cassette(tmp_path, monkeypatch, fast_retries, 
 
 def test_transient_classification():
     """litellm's exception types (the SDK's own: tests/test_transport.py)."""
+    import litellm  # here, not at the top: importing litellm costs every collecting worker about 8 s
+
     response = httpx.Response(429, headers={"retry-after": "7"}, request=httpx.Request("POST", "http://x"))
     rate = litellm.RateLimitError("slow down", llm_provider="openai", model="m", response=response)
     assert is_transient(rate) and retry_after_seconds(rate) == 7
