@@ -313,6 +313,8 @@ async def test_a_prospect_practice_scores_only_what_applies_and_fails_a_broken_b
         if system.startswith("You are Jordan"):
             return Reply(content=json.dumps({"message": "Hi Dana, it is 24,000.", "action": "none"}))
         user = str(payload["messages"][-1]["content"])
+        if "Criterion:" not in user:  # the persona agent's line for the lowest-scored moment
+            return Reply(content=json.dumps({"message": "I would ask what it includes first.", "action": "none"}))
         reps = re.findall(r"\[turn (\d+)\] PROSPECT: (.*)", user)
         turn, text = reps[0]
         verdict = {"score": 5, "rationale": "Clear.", "evidence": [{"turn": int(turn), "quote": text.strip()}]}
