@@ -67,11 +67,7 @@ def branch_command(
 
     from sandbox.branching import BranchError, branch_experiment
     from sandbox.catalog import describe_validation_error
-    from sandbox.cli.run import RunProgress
-    from sandbox.local_server import LocalModelError
-    from sandbox.preflight import PreflightError
-    from sandbox.runner import SpecMismatchError, run
-    from sandbox.store import RunLockedError
+    from sandbox.cli.run import run_or_fail
 
     catalog = open_catalog(personas)
     try:
@@ -98,28 +94,18 @@ def branch_command(
         f"(played by {prefix.source_strategy}), then {', '.join(rep)} x {count} seeds"
     )
     loaded_rubric = open_rubric(rubric) if spec.models.judge else None
-    progress = RunProgress()
-    try:
-        outcome = run(
-            spec,
-            catalog,
-            loaded_rubric,
-            runs_dir=runs_dir,
-            resume=resume,
-            cache_dir=None if no_cache else cache_dir,
-            cassette=cassette,
-            record=record,
-            report=False,
-            preflight=not no_preflight,
-            on_plan=progress.planned,
-            on_start=progress.started,
-            on_result=progress.finished,
-        )
-    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
-        fail(str(exc))
-        return
-    finally:
-        progress.stop()
+    outcome = run_or_fail(
+        spec,
+        catalog,
+        loaded_rubric,
+        runs_dir=runs_dir,
+        resume=resume,
+        cache_dir=None if no_cache else cache_dir,
+        cassette=cassette,
+        record=record,
+        report=False,
+        preflight=not no_preflight,
+    )
     render_continuations(outcome.folder, len(prefix.turns))
     written = write_branch_pack(outcome.folder, loaded_rubric, pdf)
     for path in written:

@@ -228,11 +228,8 @@ def _fresh_run(
     from pydantic import ValidationError
 
     from sandbox.catalog import CatalogError, describe_validation_error
+    from sandbox.cli.run import run_or_fail
     from sandbox.examples import fresh_spec
-    from sandbox.local_server import LocalModelError
-    from sandbox.preflight import PreflightError
-    from sandbox.runner import SpecMismatchError, run
-    from sandbox.store import RunLockedError
 
     missing = [
         flag for flag, value in (("--rep", rep), ("--prospect", prospect), ("--scenario", scenario)) if not value
@@ -262,11 +259,9 @@ def _fresh_run(
         + (f" (resuming {resume}: finished ones are kept)" if resume is not None else ""),
         soft_wrap=True,
     )
-    try:
-        outcome = run(spec, catalog, rubric, runs_dir=runs_dir, resume=resume, cache_dir=cache_dir,
-                      cassette=cassette, record=record, report=False, preflight=not no_preflight)  # fmt: skip
-    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
-        fail(str(exc))
+    outcome = run_or_fail(spec, catalog, rubric, progress=False, runs_dir=runs_dir, resume=resume,
+                          cache_dir=cache_dir, cassette=cassette, record=record, report=False,
+                          preflight=not no_preflight)  # fmt: skip
     console.print(f"run folder: {outcome.folder}", soft_wrap=True)
     if outcome.summary.failed:
         console.print(f"[yellow]{outcome.summary.failed} episode(s) failed; the pack shows them as failed[/]")

@@ -42,10 +42,6 @@ def run_command(
     """Run every episode of an experiment spec: concurrent, resumable, cached, within a budget."""
     from sandbox.content import shipped_experiment
     from sandbox.experiment import load_experiment
-    from sandbox.local_server import LocalModelError
-    from sandbox.preflight import PreflightError
-    from sandbox.runner import SpecMismatchError, run
-    from sandbox.store import RunLockedError
 
     catalog = open_catalog(personas)
     try:
@@ -56,30 +52,20 @@ def run_command(
     if record and cassette is None:
         fail("--record needs --cassette PATH")
     loaded_rubric = open_rubric(rubric) if spec.models.judge else None
-    progress = RunProgress()
-    try:
-        outcome = run(
-            spec,
-            catalog,
-            loaded_rubric,
-            spec_path=str(spec_path),
-            runs_dir=runs_dir,
-            resume=resume,
-            retry_failed=retry_failed,
-            max_cost_usd=max_cost,
-            cache_dir=None if no_cache else cache_dir,
-            cassette=cassette,
-            record=record,
-            on_plan=progress.planned,
-            on_start=progress.started,
-            on_result=progress.finished,
-            preflight=not no_preflight,
-        )
-    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
-        fail(str(exc))
-        return
-    finally:
-        progress.stop()
+    outcome = run_or_fail(
+        spec,
+        catalog,
+        loaded_rubric,
+        spec_path=str(spec_path),
+        runs_dir=runs_dir,
+        resume=resume,
+        retry_failed=retry_failed,
+        max_cost_usd=max_cost,
+        cache_dir=None if no_cache else cache_dir,
+        cassette=cassette,
+        record=record,
+        preflight=not no_preflight,
+    )
     folder = outcome.folder
     render_summary(outcome.summary)
     # Paths stay whole on one line (rich would break them at 80 columns in a pipe): they are copied.
@@ -88,6 +74,26 @@ def run_command(
     )
     console.print(f"log: {folder / 'run.log'}", soft_wrap=True)
     console.print(f"next: sandbox view {folder} (the report); sandbox examples {folder} (dialogues)", soft_wrap=True)
+
+
+def run_or_fail(spec, catalog, rubric, *, progress: bool = True, **options: object):  # noqa: ANN001, ANN201
+    """``runner.run`` for a command: the live progress bar (unless ``progress`` is off), and a run that
+    cannot start (a locked or mismatched folder, no embedded model, a failed preflight) as one line."""
+    from sandbox.local_server import LocalModelError
+    from sandbox.preflight import PreflightError
+    from sandbox.runner import SpecMismatchError, run
+    from sandbox.store import RunLockedError
+
+    bar = RunProgress() if progress else None
+    if bar is not None:
+        options |= {"on_plan": bar.planned, "on_start": bar.started, "on_result": bar.finished}
+    try:
+        return run(spec, catalog, rubric, **options)  # type: ignore[arg-type]
+    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
+        fail(str(exc))
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 class RunProgress:
