@@ -27,6 +27,19 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def reference_seconds() -> float:
+    """One core's speed on a fixed pure-Python workload (best of 3), printed beside the wall time: the same
+    suite took 136.5 s on one 2-core machine and 52.6 s on another, so a figure means little without it."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i % 7
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--durations", type=int, default=10)
@@ -41,6 +54,7 @@ def main() -> int:
         command += ["-n", "0" if args.serial else str(args.workers)]
     what = "whole suite" if args.all else "offline suite (-m 'not server')"
     how = "serial" if args.serial else f"-n {args.workers}" if args.workers is not None else "pyproject's -n"
+    reference = reference_seconds()
     before = load()
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -48,7 +62,7 @@ def main() -> int:
     lines = completed.stdout.splitlines()
     counts = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), "(no summary)")
     print(f"{what}, {how}: wall {wall:.1f} s on {os.cpu_count()} cores; {counts.strip('= ')}")
-    print(f"load average (1/5/15 min) before {before}, after {load()}")
+    print(f"load average (1/5/15 min) before {before}, after {load()}; reference workload {reference:.3f} s")
     slow = [line for line in lines if re.match(r"^\d+\.\d+s (call|setup|teardown)", line)]
     if slow:
         print(f"slowest {len(slow)}:")
