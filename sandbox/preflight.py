@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sandbox.checks import CheckResult
-from sandbox.profiles import Profile, Profiles, is_embedded
+from sandbox.profiles import Profile, Profiles, each_server, is_embedded
 from sandbox.schemas import ModelSettings
 
 PURPOSE = "preflight"
@@ -47,11 +47,13 @@ def replaying(cassette: Path | None, record: bool) -> bool:
 
 
 def endpoints_to_check(settings: Iterable[ModelSettings]) -> list[Profile]:
-    """One profile per distinct endpoint, the embedded model left out, in first-seen order."""
+    """One profile per distinct endpoint, the embedded model left out, in first-seen order: a model on
+    several deployments once per deployment, and every fallback a call may reach."""
     profiles = Profiles(s for s in settings if not is_embedded(s))
     distinct: dict[object, Profile] = {}
     for profile in profiles.all():
-        distinct.setdefault(profile.endpoint, profile)
+        for server in each_server(profile):
+            distinct.setdefault(server.endpoint, server)
     return list(distinct.values())
 
 

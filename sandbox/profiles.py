@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sandbox.local_server import LOCAL_MODEL_NAME
-from sandbox.models.endpoint import Endpoint, StructuredMode, Transport, split_model
-from sandbox.schemas import ModelSettings
+from sandbox.models.endpoint import Endpoint, RouterDeployment, StructuredMode, Transport, split_model
+from sandbox.schemas import Deployment, ModelSettings
 
 EMBEDDED_ID = "local"  # what a spec or the CLI writes for the embedded model
 PLACEHOLDER_KEY = "sk-local-no-key"  # self-hosted servers ignore it; the OpenAI client insists on one
@@ -132,6 +132,8 @@ def is_person(settings: ModelSettings) -> bool:
 
 
 def _embedded(settings: ModelSettings, api_base: str | None, slots: int) -> Profile:
+    if settings.deployments:
+        raise ProfileError("model 'local' is the embedded server: it has no deployments")
     if not api_base:
         raise ProfileError("model 'local' needs the embedded server; none is running")
     endpoint = Endpoint(
@@ -186,6 +188,89 @@ def _key_in_environment(model: str) -> bool:
 
 
 def _hosted(settings: ModelSettings) -> Profile:
+    if settings.deployments:
+        return _routed(settings)
+    profile = _one_server(settings)
+    if settings.fallbacks:
+        endpoint = replace(profile.endpoint, fallbacks=_fallbacks(settings, profile.endpoint))
+        profile = replace(profile, endpoint=endpoint)
+    return profile
+
+
+# --------------------------------------------------------------------------- many deployments of one model
+
+
+def _routed(settings: ModelSettings) -> Profile:
+    """A model several servers serve: each deployment resolved as a server of its own (its key, its
+    structured-output default), the calls sent through litellm's Router over all of them."""
+    servers = [
+        RouterDeployment(
+            replace(_one_server(_as_server(settings, d)).endpoint, model_id=settings.model),
+            weight=d.weight,
+            rpm=d.rpm,
+            tpm=d.tpm,
+        )
+        for d in settings.deployments
+    ]
+    first = servers[0].endpoint
+    model = settings.model if "/" in settings.model else first.model
+    endpoint = Endpoint(
+        model=model,
+        structured=first.structured,
+        model_id=settings.model,
+        transport="router",
+        deployments=tuple(servers),
+    )
+    endpoint = replace(endpoint, fallbacks=_fallbacks(settings, endpoint))
+    return Profile(
+        settings=settings,
+        endpoint=endpoint,
+        turn_mode=_turn_mode(settings, "one-call"),
+        evidence_mode=_evidence_mode(settings, "free"),
+        judge_concurrency=HOSTED_JUDGE_CONCURRENCY,
+        frequency_penalty=settings.frequency_penalty,
+        presence_penalty=settings.presence_penalty,
+    )
+
+
+def _as_server(settings: ModelSettings, deployment: Deployment) -> ModelSettings:
+    """The settings of one deployment as if it were the model's only server."""
+    model = deployment.model or settings.model
+    if deployment.model and "/" not in model and "/" in settings.model:
+        model = f"{provider_of(settings.model)}/{model}"  # Ollama's qwen2.5:7b, under the model's provider
+    update = {"model": model, "api_base": deployment.api_base, "deployments": (), "fallbacks": ()}
+    return settings.model_copy(update=update)
+
+
+def _fallbacks(settings: ModelSettings, endpoint: Endpoint) -> tuple[Endpoint, ...]:
+    """The fallbacks' endpoints. Each is sent the very request the model was (built for its structured
+    form), so each must honour the same form."""
+    endpoints = []
+    for index, fallback in enumerate(settings.fallbacks):
+        other = _hosted(fallback).endpoint
+        if other.structured != endpoint.structured:
+            raise ProfileError(
+                f"{settings.model}: fallback {index} ({fallback.model}) asks for structured output as "
+                f"{other.structured}, the model as {endpoint.structured}: set the same structured: on both"
+            )
+        endpoints.append(other)
+    return tuple(endpoints)
+
+
+def each_server(profile: Profile) -> list[Profile]:
+    """The profile once per server a call to it may reach: each deployment (as a plain endpoint), then
+    each fallback's. What the preflight and ``sandbox models check`` test one request each."""
+    if profile.embedded:
+        return [profile]
+    servers = [replace(profile, endpoint=d.endpoint) for d in profile.endpoint.deployments] or [
+        replace(profile, endpoint=replace(profile.endpoint, fallbacks=()))
+    ]
+    for fallback in profile.settings.fallbacks:
+        servers.extend(each_server(_hosted(fallback)))
+    return servers
+
+
+def _one_server(settings: ModelSettings) -> Profile:
     model = settings.model
     api_key = None
     if settings.api_base:

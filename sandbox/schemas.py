@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -214,6 +215,19 @@ def brief_for(prospect: Prospect, scenario: Scenario) -> ProspectBrief:
 # --------------------------------------------------------------------------- model settings
 
 
+class Deployment(Frozen):
+    """One server of a model that several serve (``ModelSettings.deployments``): calls to the model are
+    spread over them by litellm's Router, which also sets a failing one aside for a while."""
+
+    api_base: str = Field(min_length=1, description="This server's OpenAI-compatible URL (vLLM, Ollama's /v1...).")
+    model: str | None = Field(
+        None, min_length=1, description="The model's name at this server, where it differs (Ollama's qwen2.5:7b)."
+    )
+    weight: float | None = Field(None, gt=0, description="Its share of the calls, relative to the others' weights.")
+    rpm: int | None = Field(None, gt=0, description="Requests per minute this server takes (the Router's limit).")
+    tpm: int | None = Field(None, gt=0, description="Tokens per minute this server takes (the Router's limit).")
+
+
 class ModelSettings(Frozen):
     """Which model plays a role and how it is called, as the user wrote it. Keys are read from the
     environment only. What the model can do is decided once, by its profile (``sandbox.profiles``)."""
@@ -244,6 +258,41 @@ class ModelSettings(Frozen):
     )
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
+    deployments: tuple[Deployment, ...] = Field(
+        (), description="Several servers of this model, instead of one api_base: calls go through litellm's Router."
+    )
+    fallbacks: tuple[ModelSettings, ...] = Field(
+        (),
+        description="Other models to ask, in order, once this one has no deployment left to try in a call "
+        "(each gets the same request; each its own api_base or deployments).",
+    )
+
+    @field_validator("deployments")
+    @classmethod
+    def _deployments(cls, value: tuple[Deployment, ...], info: ValidationInfo) -> tuple[Deployment, ...]:
+        if value and info.data.get("api_base"):
+            raise ValueError("give either api_base or deployments, not both")
+        bases = [d.api_base.rstrip("/") for d in value]
+        if len(set(bases)) != len(bases):
+            raise ValueError("the same api_base is given twice")
+        return value
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _fallback_ids(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return [{"model": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks(cls, value: tuple[ModelSettings, ...], info: ValidationInfo) -> tuple[ModelSettings, ...]:
+        for index, fallback in enumerate(value):
+            if fallback.fallbacks:
+                raise ValueError(f"fallback {index} has fallbacks of its own (give one flat list)")
+            if fallback.model == info.data.get("model") and not (fallback.api_base or fallback.deployments):
+                raise ValueError(f"fallback {index} is the model itself")
+        return value
 
     @model_serializer(mode="wrap")
     def _omit_neutral_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
@@ -253,10 +302,14 @@ class ModelSettings(Frozen):
         for name, default in _NEUTRAL_DEFAULTS.items():
             if data.get(name) == default:
                 data.pop(name)
+        for name in _EMPTY_BY_DEFAULT:
+            if name in data and not data[name]:
+                data.pop(name)
         return data
 
 
 _NEUTRAL_DEFAULTS = {"structured": "auto", "transport": "auto", "unstated_offers": "auto"}
+_EMPTY_BY_DEFAULT = ("deployments", "fallbacks")  # left out when empty (a tuple, or a list in JSON mode)
 
 
 # --------------------------------------------------------------------------- run records

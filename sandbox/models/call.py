@@ -9,7 +9,6 @@ it from outside (:mod:`sandbox.models.context`); structured output is built on t
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,7 +67,61 @@ _ANSWERED: set[str] = set()  # api_bases that answered at least once in this pro
 
 
 def _answered(endpoint: Endpoint) -> bool:
+    """Whether a refused connection here means a server restarting (worth the retries), not a wrong
+    address. A model on several deployments: always; the Router sets the refusing one aside and the
+    next attempt goes to another (the preflight checked each address before the run)."""
+    if endpoint.transport == "router":
+        return True
     return endpoint.api_base is not None and endpoint.api_base in _ANSWERED
+
+
+@dataclass
+class _Route:
+    """Which model each attempt of one call asks: the model itself, then its fallbacks in order, each
+    once the one before has no deployment left to try (it failed as many times as it has deployments,
+    the Router setting each failed one aside, or the Router says all of them are cooling down). The
+    move is one of tenacity's attempts like any other (counted, bounded) and a line of its own in the
+    run log; the Router itself never falls back."""
+
+    request: ChatRequest
+    at: int = 0  # 0: the model itself; i: its fallback i - 1
+    failures: int = 0  # on the model asked now, in this call
+    failed: Endpoint | None = None  # the endpoint of the last failed attempt
+    moved: bool = False  # the next attempt is the first on a fallback: logged as it starts
+
+    @property
+    def endpoint(self) -> Endpoint:
+        chain = self.request.endpoint
+        return chain if self.at == 0 else chain.fallbacks[self.at - 1]
+
+    def attempt(self, number: int) -> ChatRequest:
+        """The request for this attempt: the call's own, or the same request addressed to a fallback."""
+        if self.at == 0:
+            return self.request
+        if self.moved and self.failed is not None:
+            retry.log_fallback(self.failed.label, self.endpoint.label, self.request.purpose, number)
+            self.moved = False
+        return ChatRequest(self.endpoint, self.request.purpose, addressed(self.endpoint, self.request.kwargs))
+
+    def fail(self, exc: BaseException) -> None:
+        """Count a failed attempt; move on to the next fallback when this model has none left to try."""
+        self.failed = endpoint = self.endpoint
+        if self.at >= len(self.request.endpoint.fallbacks) or not is_transient(exc, _answered(endpoint)):
+            return
+        self.failures += 1
+        if self.failures >= max(len(endpoint.deployments), 1) or transports.no_deployment_left(exc):
+            self.at, self.failures, self.moved = self.at + 1, 0, True
+
+
+def addressed(endpoint: Endpoint, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """litellm's keyword arguments with the endpoint's routed name, api_base and key (and no other's)."""
+    kwargs = {name: value for name, value in kwargs.items() if name not in {"model", "api_base", "api_key"}}
+    kwargs["model"] = endpoint.model
+    if endpoint.api_base:
+        kwargs["api_base"] = endpoint.api_base
+    if endpoint.api_key:
+        kwargs["api_key"] = endpoint.api_key
+    return kwargs
 
 
 async def with_retries(request: ChatRequest, send: Send) -> Completion:
@@ -76,14 +129,20 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
     endpoint, purpose = request.endpoint, request.purpose
     attempts = 0
     started = time.perf_counter()
+    route = _Route(request)
     try:
         policy = retry.RETRY_POLICY_FACTORY()
-        policy.retry = retry_if_exception(functools.partial(_transient_at, endpoint))
-        policy.before_sleep = functools.partial(retry.log_retry, endpoint.label, purpose)
+        policy.retry = retry_if_exception(lambda exc: is_transient(exc, _answered(route.failed or endpoint)))
+        policy.before_sleep = lambda state: retry.log_retry((route.failed or endpoint).label, purpose, state)
         async for attempt in policy:
             with attempt:
                 attempts += 1
-                response = await send(request, attempts)
+                try:
+                    response = await send(route.attempt(attempts), attempts)
+                except Exception as exc:
+                    route.fail(exc)
+                    raise
+        endpoint = route.endpoint  # the model that answered
     except CassetteMissError as exc:
         exc.calls = [failed_call(endpoint, purpose, attempts, started, exc.reason)]
         raise
@@ -91,7 +150,7 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
         raise
     except Exception as exc:
         reason = describe(exc)
-        problem = configuration_problem(exc, _answered(endpoint))
+        problem = configuration_problem(exc, _answered(route.failed or endpoint))
         where = f" at {endpoint.api_base}" if endpoint.api_base else ""
         if problem is not None:
             raise ConfigurationError(
@@ -138,7 +197,6 @@ async def complete(
     recorded, so the caller can keep it as evidence of the failure.
     """
     kwargs: dict[str, Any] = {
-        "model": endpoint.model,
         "messages": messages,
         "temperature": temperature,
         "max_tokens": max_tokens,
@@ -148,10 +206,7 @@ async def complete(
     }
     if seed is not None:
         kwargs["seed"] = seed
-    if endpoint.api_base:
-        kwargs["api_base"] = endpoint.api_base
-    if endpoint.api_key:
-        kwargs["api_key"] = endpoint.api_key
+    kwargs = addressed(endpoint, kwargs)
     if response_format is not None:
         kwargs["response_format"] = response_format
     if extra:
@@ -161,10 +216,6 @@ async def complete(
     if context is None:
         return await with_retries(request, send_request)
     return await context.complete(request, with_retries, send_request)
-
-
-def _transient_at(endpoint: Endpoint, exc: BaseException) -> bool:
-    return is_transient(exc, _answered(endpoint))
 
 
 def failed_call(endpoint: Endpoint, purpose: str, attempts: int, started: float, reason: str) -> ModelCall:

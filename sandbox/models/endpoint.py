@@ -9,8 +9,9 @@ from typing import Literal
 StructuredMode = Literal["json_schema", "json_object", "none"]
 # How requests travel: the OpenAI wire format over aiohttp (OpenAI itself and every server that speaks its
 # wire format: the embedded llama.cpp, vLLM, Ollama's /v1, LM Studio, SGLang), or litellm (every other
-# provider; imported only when an endpoint needs it, since its import alone takes seconds).
-Transport = Literal["openai", "litellm"]
+# provider; imported only when an endpoint needs it, since its import alone takes seconds), or litellm's
+# Router (a model served by several deployments: it spreads the calls and sets a failing one aside).
+Transport = Literal["openai", "litellm", "router"]
 
 
 def split_model(model: str) -> tuple[str, str]:
@@ -33,7 +34,22 @@ class Endpoint:
     model_id: str = ""  # the id the user wrote ("local", "openai/gpt-4o-mini"): the key for rate limits
     transport: Transport = "litellm"
     priced: bool = True  # False where no price can exist (the embedded model): the price table is not read
+    # transport "router": the servers of the model (each a plain endpoint with its own api_base), and
+    # the other models asked once none of them is left to try in a call (see sandbox.models.call).
+    deployments: tuple[RouterDeployment, ...] = ()
+    fallbacks: tuple[Endpoint, ...] = ()
 
     @property
     def label(self) -> str:
         return self.model
+
+
+@dataclass(frozen=True)
+class RouterDeployment:
+    """One server of a model served by several: where it is (a plain endpoint) and what the Router is
+    told of it (its share of the calls, its limits)."""
+
+    endpoint: Endpoint
+    weight: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None

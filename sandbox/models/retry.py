@@ -94,11 +94,29 @@ def retry_policy(
 def log_retry(label: str, purpose: str, state: RetryCallState) -> None:
     """Every retry goes to the run log with its reason: an overnight run's flakiness is visible after."""
     outcome = state.outcome
-    reason = describe(outcome.exception()) if outcome is not None and outcome.failed else "no result"
+    failure = outcome.exception() if outcome is not None and outcome.failed else None
+    reason = describe(failure) if failure is not None else "no result"
     wait = state.next_action.sleep if state.next_action is not None else 0.0
+    # litellm's Router names the deployment that failed (its id is the deployment's api_base).
+    server = getattr(failure, "failed_deployment_id", None)
+    where = f" at {server}" if isinstance(server, str) else ""
     log.warning(
-        "retry %s (%s) after attempt %d: %s; waiting %.1f s", label, purpose, state.attempt_number, reason, wait
+        "retry %s%s (%s) after attempt %d: %s; waiting %.1f s",
+        label,
+        where,
+        purpose,
+        state.attempt_number,
+        reason,
+        wait,
     )
+
+
+def log_fallback(label: str, fallback: str, purpose: str, attempt: int) -> None:
+    """A call moving on to a fallback model is a line of its own: which model answered is in the run log."""
+    log.warning(
+        "fallback %s -> %s (%s) for attempt %d: %s has no deployment left to try", label, fallback, purpose,
+        attempt, label,
+    )  # fmt: skip
 
 
 # The policy is a module attribute so tests can shorten the waits without patching internals.

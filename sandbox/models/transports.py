@@ -36,7 +36,7 @@ LITELLM_ONLY = {"model", "api_base", "api_key", "timeout", "num_retries", "max_r
 
 async def send(endpoint: Endpoint, kwargs: dict[str, Any]) -> Any:
     """One request (litellm's keyword arguments) through the endpoint's transport; no retries here."""
-    sender = _send_openai if endpoint.transport == "openai" else _send_litellm
+    sender = {"openai": _send_openai, "router": _send_router}.get(endpoint.transport, _send_litellm)
     try:
         response = await sender(endpoint, kwargs)
     except Exception as exc:
@@ -53,7 +53,7 @@ def cost_of(endpoint: Endpoint, response: Any) -> float | None:
     """What the response cost, where the price is known."""
     if not endpoint.priced:
         return None
-    if endpoint.transport == "openai":
+    if endpoint.transport in ("openai", "router"):  # a Router's deployments all serve one model: one price
         return prices.cost_usd(endpoint.model, getattr(response, "usage", None))
     return _litellm_cost(response, endpoint.model)
 
@@ -175,3 +175,82 @@ def _litellm_cost(response: Any, model: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if value > 0 else None
+
+
+# --------------------------------------------------------------------------- litellm's Router
+
+# A deployment that fails (a refused connection, a 5xx, a timeout, a 429) is set aside at its first
+# failure, for litellm's default cooldown: the next attempt, tenacity's, lands on another deployment,
+# and the failed one is tried again by live traffic once the cooldown ends (a restarted server comes
+# back by itself). 5 s is shorter than tenacity's back-off over its attempts, so a model whose every
+# deployment is cooling down at once (litellm then answers a 429 without sending anything) is asked
+# again after they come back, within the same call.
+ROUTER_ALLOWED_FAILS = 0
+ROUTER_COOLDOWN_S = 5.0
+# The Router's own ways of sending a request again, all turned off: tenacity is the one retry loop
+# (sandbox.models.call), and a fallback to another model is its explicit, logged step there.
+ROUTER_NO_RETRIES: dict[str, Any] = {
+    "num_retries": 0,
+    "retry_after": 0,
+    "max_fallbacks": 0,
+    "fallbacks": [],
+    "default_fallbacks": None,
+    "context_window_fallbacks": [],
+    "content_policy_fallbacks": [],
+    "enable_weighted_failover": False,
+}
+
+# One Router per model per event loop (a run is one loop): its clients and its cooldowns belong to
+# the loop that made them, as the aiohttp sessions above do.
+_ROUTERS: dict[tuple[asyncio.AbstractEventLoop, Endpoint], Any] = {}
+
+
+def router_model_list(endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The Router's deployments: one model group (the model's routed name), each server under its own
+    name and key, its weight and limits as the Router reads them, its api_base as its id (so a failure's
+    ``failed_deployment_id`` says which server failed)."""
+    model_list = []
+    for deployment in endpoint.deployments:
+        server = deployment.endpoint
+        params: dict[str, Any] = {"model": server.model, "api_base": server.api_base}
+        if server.api_key:
+            params["api_key"] = server.api_key
+        for name in ("weight", "rpm", "tpm"):
+            if getattr(deployment, name) is not None:
+                params[name] = getattr(deployment, name)
+        model_list.append(
+            {"model_name": endpoint.model, "litellm_params": params, "model_info": {"id": server.api_base}}
+        )
+    return model_list
+
+
+def router_for(endpoint: Endpoint) -> Any:
+    """The running loop's Router for this model, built on first use."""
+    loop = asyncio.get_running_loop()
+    router = _ROUTERS.get((loop, endpoint))
+    if router is None:
+        for gone in [key for key in _ROUTERS if key[0].is_closed()]:
+            del _ROUTERS[gone]
+        limited = any(d.rpm or d.tpm for d in endpoint.deployments)
+        router = _ROUTERS[(loop, endpoint)] = _litellm().Router(
+            model_list=router_model_list(endpoint),
+            allowed_fails=ROUTER_ALLOWED_FAILS,
+            cooldown_time=ROUTER_COOLDOWN_S,
+            # A deployment over its rpm/tpm answers a 429 before any request is sent (and is cooled
+            # down, so the retry goes to another); without a limit the check is not even built.
+            optional_pre_call_checks=["enforce_model_rate_limits"] if limited else None,
+            **ROUTER_NO_RETRIES,
+        )
+    return router
+
+
+async def _send_router(endpoint: Endpoint, kwargs: dict[str, Any]) -> Any:
+    # Where to send is the Router's choice: the deployment's own name, api_base and key, never the call's.
+    call = {name: value for name, value in kwargs.items() if name not in {"model", "api_base", "api_key"}}
+    return await router_for(endpoint).acompletion(model=endpoint.model, **call)
+
+
+def no_deployment_left(exc: BaseException) -> bool:
+    """The Router answering without sending anything, every deployment of the model being set aside
+    (cooling down after a failure, or over its rate limit): a 429, worth another try later."""
+    return type(exc).__name__ == "RouterRateLimitError"
