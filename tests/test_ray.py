@@ -1,0 +1,222 @@
+"""The Ray executor on a local Ray (2 CPUs, started once for the module) against the loopback fake provider:
+the same results as the local executor, limits that hold across its workers, a SIGKILLed driver resumed
+with every episode exactly once, and what it refuses, each in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from typer.testing import CliRunner
+
+from sandbox.cli import app
+from sandbox.experiment import load_experiment
+from sandbox.judge import DEFAULT_RUBRIC, load_rubric
+from sandbox.runner import ExecutorError, run
+from sandbox.store import read_results
+from tests.conftest import ROOT
+from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, deal_or_walk, spec_file
+from tests.test_experiment import SandboxProcess
+
+cli = CliRunner()
+TIMINGS = {"wall_time_s", "latency_s", "started_at", "finished_at"}  # all a result holds that a clock decides
+DEAL = json.dumps(accept_and_verdict())
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    """One local Ray for the module: its start-up (seconds on 2 cores) is paid once."""
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def leaves(value: Any) -> int:
+    """How many values a comparison of ``value`` compares (each scalar of the nested dump)."""
+    if isinstance(value, dict):
+        return sum(leaves(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(leaves(v) for v in value)
+    return 1
+
+
+def by_id(folder: Path) -> dict[str, dict[str, Any]]:
+    return {r.episode_id: without_timings(r.model_dump(mode="json")) for r in read_results(folder)}
+
+
+def test_local_and_ray_give_identical_results(tmp_path, local_ray, catalog):
+    """16 judged episodes (2 strategies x 2 prospects x 2 seeds x both openers; one prospect walks away,
+    the other deals) under each executor: the same ids, and every field of every result the same
+    except the clock's (wall times, latencies, timestamps)."""
+    rubric = load_rubric(DEFAULT_RUBRIC)
+    with FakeProvider(deal_or_walk()) as provider:
+        spec = load_experiment(spec_file(tmp_path, provider.api_base, openers="both"), catalog)
+        outcomes = {
+            executor: run(spec, catalog, rubric, folder=tmp_path / executor / "run", report=False, executor=executor)
+            for executor in ("local", "ray")
+        }
+    local, on_ray = by_id(tmp_path / "local" / "run"), by_id(tmp_path / "ray" / "run")
+    assert len(local) == 16 and local.keys() == on_ray.keys()
+    outcomes_seen = Counter(r["transcript"]["outcome"]["status"] for r in local.values())
+    assert outcomes_seen == {"deal": 8, "walk_away": 8} and all(r["judgements"] for r in local.values())
+    for episode_id, result in local.items():
+        assert on_ray[episode_id] == result, episode_id
+    fields = sum(leaves(r) for r in local.values())
+    a, b = outcomes["local"].summary, outcomes["ray"].summary
+    assert (a.ok, a.calls_made, a.cost_usd) == (b.ok, b.calls_made, b.cost_usd) and b.calls_made > 0
+    log = (tmp_path / "ray" / "run" / "run.log").read_text()
+    assert "executor ray (2 workers on Ray on this machine)" in log and log.count(": ok, ") == 16
+    print(
+        f"\nlocal vs ray: {len(local)} episodes, {fields} fields compared ({fields // len(local)} per episode), equal"
+    )
+
+
+def test_caps_on_requests_at_once_hold_across_workers(tmp_path, local_ray, catalog):
+    """max_in_flight 1 with 4 episodes at once on 2 workers: the provider never sees 2 requests at once
+    (a cap per worker would let it see 2)."""
+    model = {"model": "openai/gpt-4o-mini", "api_base": None}
+    with FakeProvider([Reply(content=DEAL, delay_s=0.02)]) as provider:
+        model["api_base"] = provider.api_base
+        overrides = {
+            "models": {"rep": model, "prospect": model},
+            "rate_limits": {"openai/gpt-4o-mini": {"max_in_flight": 1}},
+        }
+        spec = load_experiment(spec_file(tmp_path, provider.api_base, seeds=1, **overrides), catalog)
+        outcome = run(spec, catalog, folder=tmp_path / "run", report=False, executor="ray")
+        assert outcome.summary.ok == 4 and provider.served >= 8
+        assert provider.max_active == 1
+    assert "one limiter actor" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_the_cache_works_on_a_local_ray(tmp_path, local_ray, catalog):
+    """The workers open the same cache folder: a second run sends nothing, and the hits counted in the
+    workers reach the summary."""
+    with FakeProvider([Reply(content=DEAL)]) as provider:
+        spec = load_experiment(spec_file(tmp_path, provider.api_base, seeds=1), catalog)
+        rubric = load_rubric(DEFAULT_RUBRIC)
+        first = run(spec, catalog, rubric, folder=tmp_path / "a", cache_dir=tmp_path / "cache", executor="ray")
+        sent = provider.served
+        second = run(spec, catalog, rubric, folder=tmp_path / "b", cache_dir=tmp_path / "cache", executor="ray")
+        assert provider.served == sent  # nothing new reached the provider
+    assert first.summary.calls_made == sent > 0 and first.summary.cache_hits == 0
+    assert second.summary.calls_made == 0 and second.summary.cache_hits == sent
+    assert all(r.model_calls == 0 and r.cached_calls > 0 for r in read_results(tmp_path / "b"))
+
+
+def test_a_lost_worker_s_episodes_are_played_by_the_other(tmp_path, local_ray, catalog):
+    """One of the 2 workers is killed once 3 episodes have started, while it holds the only place of a
+    max_in_flight 1 model: the other worker plays its episodes (the place given back), each written once."""
+    from sandbox.ray_executor import worker_name
+
+    started: list[str] = []
+
+    def kill_one(episode: Any) -> None:
+        started.append(episode.episode_id)
+        if len(started) == 3:
+            ray.kill(ray.get_actor(worker_name("run", 0)))
+
+    model = {"model": "openai/gpt-4o-mini", "api_base": None}
+    with FakeProvider([Reply(content=DEAL, delay_s=0.05)]) as provider:
+        model["api_base"] = provider.api_base
+        limits = {"openai/gpt-4o-mini": {"max_in_flight": 1}}
+        path = spec_file(tmp_path, provider.api_base, models={"rep": model, "prospect": model}, rate_limits=limits)
+        spec = load_experiment(path, catalog)
+        outcome = run(spec, catalog, folder=tmp_path / "run", report=False, executor="ray", on_start=kill_one)
+    ids = [r.episode_id for r in read_results(tmp_path / "run")]
+    assert outcome.summary.ok == 8 and len(ids) == 8 == len(set(ids))
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "Ray worker 0 lost" in log and "1 left play its episodes" in log
+
+
+def wait_for_lines(runs: Path, count: int, timeout: float = 90) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(runs.glob("*/episodes.jsonl")) if runs.exists() else []
+        if found and len(found[0].read_text().splitlines()) >= count:
+            return found[0].parent
+        time.sleep(0.02)
+    raise AssertionError(f"the run never wrote {count} episodes")
+
+
+def test_sigkill_of_the_driver_then_resume_gives_every_episode_exactly_once(tmp_path, local_ray):
+    """A ``sandbox run --executor ray --address`` driver of its own, joined to the module's Ray, is SIGKILLed
+    once 5 of 16 episodes are on disk; ``--resume`` under the Ray executor finishes with each exactly once."""
+    address = local_ray.address_info["gcs_address"]
+    runs = tmp_path / "runs"
+    with FakeProvider([Reply(content=DEAL, delay_s=0.05)]) as provider:
+        path = spec_file(tmp_path, provider.api_base, concurrency=2, seeds=4)
+        args = ["run", str(path), "--runs-dir", str(runs), "--no-cache", "--executor", "ray", "--address", address]
+        driver = SandboxProcess(args, tmp_path)
+        try:
+            folder = wait_for_lines(runs, 5)
+        finally:
+            driver.kill()
+        before = Counter(r.episode_id for r in read_results(folder))
+        assert 5 <= sum(before.values()) < 16 and max(before.values()) == 1
+        resumed = cli.invoke(app, ["run", str(path), "--resume", str(folder), "--no-cache", "--executor", "ray"])
+    assert resumed.exit_code == 0, resumed.output
+    counts = Counter(r.episode_id for r in read_results(folder))
+    assert len(counts) == 16 and max(counts.values()) == 1
+    assert f"{sum(before.values())} already finished" in resumed.output
+    print(f"\nSIGKILL of the Ray driver after {sum(before.values())} episodes on disk; --resume: 16 ids, each once")
+
+
+def refused(tmp_path: Path, *args: str, **overrides: Any) -> str:
+    """The CLI's answer to a run it must refuse: exit 2, one error line, no run folder."""
+    path = spec_file(tmp_path, "http://127.0.0.1:9/v1", **overrides)
+    result = cli.invoke(app, ["run", str(path), "--runs-dir", str(tmp_path / "runs"), *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and not (tmp_path / "runs").exists()
+    return lines[0]
+
+
+def test_what_the_ray_executor_refuses_is_one_line(tmp_path):
+    cassette = refused(tmp_path, "--executor", "ray", "--cassette", str(tmp_path / "c.yaml"))
+    assert "--executor local" in cassette and "vcrpy" in cassette
+    cache = refused(tmp_path, "--executor", "ray", "--address", "10.0.0.1:6379")
+    assert "--no-cache" in cache
+    local = {"model": "local"}
+    embedded = refused(tmp_path, "--executor", "ray", "--address", "auto", "--no-cache",
+                       models={"rep": local, "prospect": local})  # fmt: skip
+    assert "embedded model" in embedded and "api_base" in embedded
+    assert "--executor ray" in refused(tmp_path, "--address", "auto")
+    assert "unknown executor" in refused(tmp_path, "--executor", "dask")
+
+
+def test_without_ray_the_executor_says_what_to_install(tmp_path, monkeypatch, catalog):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    line = refused(tmp_path, "--executor", "ray", "--no-cache")
+    assert line == 'error: the Ray executor needs Ray, an optional extra: pip install -e ".[ray]"'
+    with pytest.raises(ExecutorError, match=r"pip install -e \"\.\[ray\]\""):
+        run(load_experiment(spec_file(tmp_path, "http://127.0.0.1:9/v1"), catalog), catalog, executor="ray")
+
+
+def test_the_core_never_imports_ray():
+    code = (
+        "import sys, sandbox, sandbox.runner, sandbox.cli, sandbox.episode, sandbox.report;"
+        "from typer.testing import CliRunner; CliRunner().invoke(sandbox.cli.app, ['run', '--help']);"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
