@@ -151,6 +151,7 @@ class FakeProvider:
         require_key: str | None = None,
         served_models: set[str] | None = None,
         answer_checks: bool = True,
+        slots: int | None = None,
     ):
         self.responder = script if callable(script) else None
         self.script = [] if callable(script) else list(script)
@@ -164,6 +165,10 @@ class FakeProvider:
         self.require_key = require_key
         self.served_models = served_models
         self.answer_checks = answer_checks
+        # At most this many requests answered at once, the rest queued (a server's batch size, as vLLM's
+        # max_num_seqs): its capacity is slots / latency requests a second.
+        self.slots = slots
+        self._places: asyncio.Semaphore | None = None
         self.checks: list[dict[str, Any]] = []  # check requests (models check, preflight), answered or refused
         self.check_headers: list[dict[str, str]] = []
         self.served = 0
@@ -272,7 +277,12 @@ class FakeProvider:
             reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         latency = reply.latency(self._rng)
         if latency:
-            await asyncio.sleep(latency)
+            if self.slots is not None:
+                self._places = self._places or asyncio.Semaphore(self.slots)
+                async with self._places:
+                    await asyncio.sleep(latency)
+            else:
+                await asyncio.sleep(latency)
         return web.Response(
             status=reply.status, text=reply.body(payload), headers=reply.headers, content_type="application/json"
         )
@@ -319,6 +329,7 @@ def serve_forever() -> None:  # pragma: no cover - used by benchmarks, in their 
     parser.add_argument("--completion-tokens", type=int, default=7)
     parser.add_argument("--jitter", type=float, default=0.0, help="latency uniform in [1-j, 1+j] x nominal")
     parser.add_argument("--content", default="ok")
+    parser.add_argument("--slots", type=int, default=None, help="requests answered at once, the rest queued")
     args = parser.parse_args()
     reply = Reply(
         content=args.content,
@@ -327,7 +338,7 @@ def serve_forever() -> None:  # pragma: no cover - used by benchmarks, in their 
         completion_tokens=args.completion_tokens,
         jitter=args.jitter,
     )
-    with FakeProvider([reply], keep_requests=False) as provider:
+    with FakeProvider([reply], keep_requests=False, slots=args.slots) as provider:
         print(provider.api_base, flush=True)
         while True:
             time.sleep(3600)

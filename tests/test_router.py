@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from sandbox.catalog import describe_validation_error
 from sandbox.experiment import ExperimentSpec
-from sandbox.models import complete
+from sandbox.models import CALL_CONTEXT, CallContext, Completion, complete
 from sandbox.models.transports import router_model_list
 from sandbox.profiles import each_server, resolve
 from sandbox.runlog import LOG_FILE
@@ -105,16 +105,38 @@ def test_a_deployment_killed_mid_run_the_run_finishes_on_the_other(catalog, tmp_
     assert f"retry {MODEL} at {b.api_base} " in log  # each retry names the deployment that failed
 
 
+class DictCache:
+    """The response cache's two methods, in memory."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.items.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.items[key] = value
+
+
 def test_a_model_with_no_deployment_left_falls_back_in_a_counted_logged_attempt(caplog):
     dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
     with FakeProvider([Reply(content="from the fallback")]) as other:
         fallback = {"model": "openai/other", "api_base": other.api_base}
         settings = ModelSettings(model=MODEL, deployments=[{"api_base": dead}], fallbacks=[fallback])
         profile = resolve(settings)
-        completion = asyncio.run(complete(profile.endpoint, [{"role": "user", "content": "hi"}], purpose="t"))
+        cache = DictCache()
+        context = CallContext(cache=cache)
+
+        async def call() -> Completion:
+            CALL_CONTEXT.set(context)
+            return await complete(profile.endpoint, [{"role": "user", "content": "hi"}], purpose="t")
+
+        completion = asyncio.run(call())
         assert other.served == 1
     assert completion.text == "from the fallback" and completion.call.model == "openai/other"
     assert completion.call.attempts == 2  # the failed attempt on the model, then the fallback's
+    assert (context.calls_made, context.retries) == (2, 1)  # counted as the results file counts it
+    assert cache.items == {}  # another model's answer is not kept as this model's
     assert f"fallback {MODEL} -> openai/other (t) for attempt 2" in caplog.text
     assert [p.endpoint.api_base for p in each_server(profile)] == [dead, other.api_base]  # what the preflight checks
 

@@ -1,0 +1,196 @@
+"""Many deployments of one model through litellm's Router, against loopback fake providers.
+
+    python bench/router_bench.py share     [--latency 0.25] [--slots 4] [--episodes 120] [--concurrency 32]
+                                           [--weights 1,1]
+    python bench/router_bench.py failover  [--latency 0.25] [--slots 4] [--episodes 120] [--concurrency 32]
+                                           [--kill-at 0.3]
+
+Each fake deployment runs in its own process and answers at most ``--slots`` requests at once, each
+after ``--latency`` seconds, queueing the rest (a vLLM server's batch, in miniature): one deployment
+serves at most slots / latency requests a second, so a second deployment can only help by taking
+calls. Episodes are 2 turns (rep talks, prospect accepts), 2 calls each, no judge.
+
+``share`` runs the same spec three ways: one deployment alone (a plain ``api_base``, today's path),
+the same deployment alone through the Router (its overhead), and two deployments through the Router;
+it prints each deployment's share of the calls and the throughput against one deployment alone.
+``failover`` runs two deployments and SIGKILLs one once ``--kill-at`` of the run's calls are served;
+it prints the episodes planned, finished, failed, lost and duplicated, and the retries (the run's live
+count, the results file's attempts, and the run log's retry lines naming the killed deployment).
+Nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OPENAI_API_KEY", "test-bench-not-a-real-key")
+
+from sandbox.catalog import load_catalog  # noqa: E402
+from sandbox.experiment import ExperimentSpec  # noqa: E402
+from sandbox.runlog import LOG_FILE  # noqa: E402
+from sandbox.runner import RunOutcome  # noqa: E402
+from sandbox.runner import run as run_spec  # noqa: E402
+from sandbox.store import read_results  # noqa: E402
+
+DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
+CALLS_PER_EPISODE = 2
+MODEL = "openai/bench"
+
+
+@contextlib.contextmanager
+def deployment(latency: float, slots: int):  # noqa: ANN201
+    """One fake deployment in its own process; yields (api_base, process)."""
+    command = [sys.executable, "-m", "tests.fake_provider", "--delay", str(latency), "--content", json.dumps(DEAL)]
+    command += ["--slots", str(slots)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        yield process.stdout.readline().strip(), process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(10)
+
+
+def served(api_base: str) -> int:
+    with urllib.request.urlopen(api_base.removesuffix("/v1") + "/stats", timeout=10) as response:
+        return int(json.loads(response.read())["served"])
+
+
+def spec_for(model: dict[str, Any], episodes: int, concurrency: int) -> ExperimentSpec:
+    strategies = ["eager-to-please", "assertive-consultant"]
+    return ExperimentSpec(
+        id="router-bench",
+        strategies=strategies,
+        prospects=["skeptic"],
+        scenarios=["saas-seats"],
+        seeds=max(1, episodes // len(strategies)),
+        max_turns=2,
+        models={"rep": model, "prospect": model},
+        concurrency=concurrency,
+    )
+
+
+def timed_run(model: dict[str, Any], episodes: int, concurrency: int, folder: Path) -> tuple[float, RunOutcome]:
+    catalog = load_catalog(ROOT / "personas")
+    started = time.perf_counter()
+    outcome = run_spec(spec_for(model, episodes, concurrency), catalog, folder=folder, report=False)
+    return time.perf_counter() - started, outcome
+
+
+def routed(bases: list[str], weights: list[float] | None = None) -> dict[str, Any]:
+    deployments = [{"api_base": b} | ({"weight": weights[i]} if weights else {}) for i, b in enumerate(bases)]
+    return {"model": MODEL, "deployments": deployments, "timeout_s": 120}
+
+
+def share(latency: float, slots: int, episodes: int, concurrency: int, weights: list[float]) -> None:
+    capacity = slots / latency
+    print(
+        f"share: each deployment {slots} requests at once x {latency:.3f} s = {capacity:.1f} requests/s at most; "
+        f"{episodes} episodes x {CALLS_PER_EPISODE} calls, concurrency {concurrency}"
+    )
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with deployment(latency, slots) as (base, _):
+            plain = {"model": MODEL, "api_base": base, "timeout_s": 120}
+            for label, model in (("one deployment (api_base)", plain), ("one deployment (Router)", routed([base]))):
+                before = served(base)
+                wall, outcome = timed_run(model, episodes, concurrency, Path(tmp) / label.split()[-1].strip("()"))
+                rates[label] = outcome.summary.ok / wall
+                print(
+                    f"  {label:<28} {outcome.summary.ok} ok in {wall:6.2f} s = {rates[label]:6.2f} ep/s, "
+                    f"{outcome.summary.calls_made / wall:6.2f} calls/s; served {served(base) - before}"
+                )
+        with deployment(latency, slots) as (a, _), deployment(latency, slots) as (b, _):
+            wall, outcome = timed_run(routed([a, b], weights), episodes, concurrency, Path(tmp) / "two")
+            counts = {a: served(a), b: served(b)}
+        rate = outcome.summary.ok / wall
+        total = sum(counts.values())
+        print(
+            f"  {'two deployments (Router)':<28} {outcome.summary.ok} ok in {wall:6.2f} s = {rate:6.2f} ep/s, "
+            f"{outcome.summary.calls_made / wall:6.2f} calls/s; weights {weights}"
+        )
+        for index, count in enumerate(counts.values()):
+            print(f"    deployment {index + 1}: {count} calls = {100 * count / total:.1f} % of {total}")
+        print(
+            f"  throughput two / one alone: {rate / rates['one deployment (api_base)']:.2f} x (api_base), "
+            f"{rate / rates['one deployment (Router)']:.2f} x (Router); calls counted {outcome.summary.calls_made}, "
+            f"served {total}, retries {outcome.summary.retries}"
+        )
+
+
+def failover(latency: float, slots: int, episodes: int, concurrency: int, kill_at: float) -> None:
+    print(
+        f"failover: two deployments ({slots} at once x {latency:.3f} s each), {episodes} episodes, concurrency "
+        f"{concurrency}; deployment 2 SIGKILLed once {100 * kill_at:.0f} % of the calls are served"
+    )
+    with tempfile.TemporaryDirectory() as tmp, deployment(latency, slots) as (a, _):
+        with deployment(latency, slots) as (b, victim):
+            before: dict[str, int] = {}
+
+            def kill() -> None:  # once the deployments have served that share of the run's calls
+                while served(a) + served(b) < kill_at * episodes * CALLS_PER_EPISODE:
+                    time.sleep(0.05)
+                before["served"] = served(b)
+                victim.send_signal(signal.SIGKILL)
+                before["at"] = time.perf_counter()
+
+            killer = threading.Thread(target=kill, daemon=True)
+            started = time.perf_counter()
+            killer.start()
+            wall, outcome = timed_run(routed([a, b]), episodes, concurrency, Path(tmp) / "run")
+            killer.join()
+        survivor = served(a)
+        folder = Path(tmp) / "run"
+        results = list(read_results(folder))
+        log = (folder / LOG_FILE).read_text()
+    ids = Counter(r.episode_id for r in results)
+    planned = {e.episode_id for e in outcome.plan.planned}
+    calls = [c for r in results if r.transcript for c in r.transcript.calls]
+    summary = outcome.summary
+    print(
+        f"  killed at {before['at'] - started:.1f} s after serving {before['served']} calls; the run ended at "
+        f"{wall:.1f} s; deployment 1 served {survivor}"
+    )
+    print(
+        f"  episodes {len(planned)}, finished {summary.ok}, failed {summary.failed} {summary.failures_by_reason}, "
+        f"lost {len(planned - set(ids))}, duplicated {sum(n - 1 for n in ids.values())}"
+    )
+    print(
+        f"  retries: live count {summary.retries}, results file {sum(c.attempts - 1 for c in calls)}; run log lines "
+        f"naming the killed deployment {log.count(f'retry {MODEL} at {b} ')}, retry lines in all {log.count('retry ')}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", choices=["share", "failover"])
+    parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--episodes", type=int, default=120)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--weights", default="1,1", help="the two deployments' weights, comma-separated")
+    parser.add_argument("--kill-at", type=float, default=0.3, help="the share of the run's calls served by then")
+    args = parser.parse_args()
+    if args.which == "share":
+        share(args.latency, args.slots, args.episodes, args.concurrency, [float(w) for w in args.weights.split(",")])
+    else:
+        failover(args.latency, args.slots, args.episodes, args.concurrency, args.kill_at)
+
+
+if __name__ == "__main__":
+    main()
