@@ -172,3 +172,19 @@ def test_deployments_in_a_spec_are_validated_in_one_line_and_reach_the_router():
             ModelSettings(model=MODEL, **fields)
         line = describe_validation_error("spec.yaml", exc.value)
         assert "\n" not in line and f"field '{where}'" in line and words in line
+
+
+def test_models_check_sends_one_request_to_each_deployment():
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+
+    dead = "http://127.0.0.1:9/v1"
+    with FakeProvider([Reply()]) as a, FakeProvider([Reply()]) as b:
+        both = CliRunner().invoke(app, ["models", "check", MODEL, "--api-base", a.api_base, "--api-base", b.api_base])
+        one_dead = CliRunner().invoke(app, ["models", "check", MODEL, "--api-base", a.api_base, "--api-base", dead])
+        checks = (len(a.checks), len(b.checks))
+    assert both.exit_code == 0 and f"at {a.api_base}" in both.output and f"at {b.api_base}" in both.output
+    assert checks == (2, 1)
+    assert one_dead.exit_code == 2 and f"at {a.api_base}" in one_dead.output
+    assert f"{MODEL} at {dead} (check): connection refused" in one_dead.output
