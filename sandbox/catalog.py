@@ -6,7 +6,7 @@ and the field, so a user editing YAML sees exactly what to fix and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -262,10 +262,21 @@ def _pick(items: dict[str, T], item_id: str, kind: str) -> T:
         raise CatalogError(f"unknown {kind} '{item_id}' (known: {known})") from None
 
 
-def load_catalog(root: Path | str = DEFAULT_ROOT) -> Catalog:
+def load_catalog(root: Path | str = DEFAULT_ROOT, extra: Iterable[Path | str] = ()) -> Catalog:
+    """The content under ``root`` (strategies/, prospects/ and scenarios/, each required), plus that of
+    each ``extra`` folder (any of the three, each optional): how a project of its own adds a strategy
+    or a persona to the shipped ones. An id found in two folders is an error naming both."""
     root = Path(root)
-    return Catalog(
-        strategies=_load_dir(root / "strategies", Strategy),
-        prospects=_load_dir(root / "prospects", Prospect),
-        scenarios=_load_dir(root / "scenarios", Scenario),
-    )
+    kinds = (("strategies", Strategy), ("prospects", Prospect), ("scenarios", Scenario))
+    loaded = {name: _load_dir(root / name, model) for name, model in kinds}
+    origin = {name: dict.fromkeys(items, root / name) for name, items in loaded.items()}
+    for folder in map(Path, extra):
+        for name, model in kinds:
+            if (folder / name).is_dir():
+                for item_id, item in _load_dir(folder / name, model).items():
+                    if item_id in loaded[name]:
+                        where = origin[name][item_id]
+                        raise CatalogError(f"{folder / name}: field 'id': duplicate id '{item_id}' (also in {where})")
+                    loaded[name][item_id] = item
+                    origin[name][item_id] = folder / name
+    return Catalog(**loaded)  # type: ignore[arg-type]

@@ -135,7 +135,9 @@ _CASSETTE_MARKERS = ("Can't overwrite existing cassette", "CannotOverwriteExisti
 
 
 def cassette_miss_detail(exc: BaseException) -> str | None:
-    """vcrpy's own message (it names the cassette and the request) if ``exc`` is a cassette miss.
+    """One line naming the cassette, the request, the nearest recorded request and the first field of
+    the body that differs (:func:`sandbox.cassettes.describe_miss`), if ``exc`` is a cassette miss;
+    vcrpy's own message where its exception does not carry the request.
 
     litellm and the openai SDK wrap transport errors, so the vcrpy exception is looked for down the
     cause chain.
@@ -146,7 +148,10 @@ def cassette_miss_detail(exc: BaseException) -> str | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if type(current).__name__ == "CannotOverwriteExistingCassetteException":
-            return " ".join(str(current).split())
+            from sandbox.cassettes import miss_from_exception  # vcrpy raised it: vcr is loaded already
+
+            miss = miss_from_exception(current)
+            return miss.line() if miss is not None else " ".join(str(current).split())
         if any(marker in str(current) for marker in _CASSETTE_MARKERS):
             found = " ".join(str(current).split())
         current = current.__cause__ or current.__context__
