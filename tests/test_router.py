@@ -188,3 +188,21 @@ def test_models_check_sends_one_request_to_each_deployment():
     assert checks == (2, 1)
     assert one_dead.exit_code == 2 and f"at {a.api_base}" in one_dead.output
     assert f"{MODEL} at {dead} (check): connection refused" in one_dead.output
+
+
+def test_a_cassette_recorded_through_the_router_replays_with_no_server(tmp_path):
+    from sandbox.cassettes import use_cassette
+
+    async def calls(settings: ModelSettings) -> list[str]:
+        endpoint = resolve(settings).endpoint
+        messages = [[{"role": "user", "content": f"hi {i}"}] for i in range(6)]
+        return [(await complete(endpoint, m, purpose="t", seed=1)).text for m in messages]
+
+    cassette = tmp_path / "router.yaml"
+    with FakeProvider([Reply(content="from a")]) as a, FakeProvider([Reply(content="from b")]) as b:
+        settings = ModelSettings(**routed(a, b))
+        with use_cassette(cassette, "once"):
+            recorded = asyncio.run(calls(settings))
+    with use_cassette(cassette, "none"):  # both servers gone: loopback deployments match each other
+        replayed = asyncio.run(calls(settings))
+    assert replayed == recorded and set(recorded) <= {"from a", "from b"}
