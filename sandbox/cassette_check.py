@@ -68,7 +68,7 @@ def recorder_of(path: Path) -> tuple[Path, str] | None:
     return (path.parent / str(noted.get("rootdir", "."))).resolve(), str(noted["test"])
 
 
-_NOT_FOUND = re.compile(r"ERROR: not found: (\S+)")
+_NOT_FOUND = re.compile(r"ERROR: (?:file or directory )?not found: (\S+)")  # pytest writes the path absolute
 
 
 def _run_tests(rootdir: Path, tests: list[str], log: Path) -> tuple[set[str], str | None]:
@@ -80,7 +80,8 @@ def _run_tests(rootdir: Path, tests: list[str], log: Path) -> tuple[set[str], st
     while todo:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *todo]
         done = subprocess.run(command, cwd=rootdir, env=env, capture_output=True, text=True)
-        gone = set(_NOT_FOUND.findall(done.stdout + done.stderr)) & set(todo)
+        found = _NOT_FOUND.findall(done.stdout + done.stderr)
+        gone = {t for t in todo if any(f == t or f.endswith("/" + t) for f in found)}
         if done.returncode == 4 and gone:  # pytest runs nothing when a node id is missing: drop them, again
             missing |= gone
             todo = [t for t in todo if t not in gone]

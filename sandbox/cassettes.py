@@ -207,7 +207,9 @@ def _message_words(index: int, message: Any) -> str:
     role = message.get("role") if isinstance(message, dict) else None
     if index == 0 and role == "system":
         return "the system prompt"
-    return f"a {role} message" if role else "a message"
+    if not role:
+        return "a message"
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role} message"
 
 
 def body_difference(recorded: bytes | str | None, now: bytes | str | None) -> str | None:
@@ -231,7 +233,7 @@ def body_difference(recorded: bytes | str | None, now: bytes | str | None) -> st
                     inner = ma.get("content") if isinstance(ma, dict) else ma
                     outer = mb.get("content") if isinstance(mb, dict) else mb
                     if isinstance(inner, str) and isinstance(outer, str) and inner != outer:
-                        detail = _text_difference(inner, outer)
+                        detail = _value_difference(inner, outer)
                     else:
                         detail = _value_difference(ma, mb)
                     return f"messages[{index}] ({_message_words(index, mb)}): {detail}"
@@ -331,32 +333,34 @@ def miss_from_exception(exc: BaseException) -> Miss | None:
 @dataclass
 class _Collector:
     """A replay that answers a miss with the nearest unplayed recording (vcrpy applies
-    ``before_record_request`` to each request before matching it, so the request is swapped there)."""
+    ``before_record_request`` to each request before matching it, so the request is swapped there).
+
+    vcrpy hands over a copy of the request on each of its calls, so a request is known by its content:
+    one whose stand-in is still unplayed is the same request asked about again."""
 
     path: str
     cassette: Any = None  # set once the cassette is loaded (loading passes every recording through here)
-    swapped: list[tuple[Request, Request]] = field(default_factory=list)
+    swapped: dict[tuple[str, str, str | None], int] = field(default_factory=dict)
 
     def __call__(self, request: Request) -> Request:
         request = _scrub_request(request)
         cassette = self.cassette
         if cassette is None:
             return request
-        for original, substitute in self.swapped:
-            if original is request:
-                return substitute
         recorded = cassette.requests
+        key = (request.method, request.uri, _canonical_body(request.body))
+        held = self.swapped.get(key)
+        if held is not None and not cassette.play_counts[held]:
+            return recorded[held]
         unplayed = [i for i in range(len(recorded)) if not cassette.play_counts[i]]
-        if any(recorded[i] is request for i in range(len(recorded))) or any(
-            matches(recorded[i], request) for i in unplayed
-        ):
+        if any(matches(recorded[i], request) for i in unplayed):
             return request
         note_miss(describe_miss(self.path, recorded, request))
         candidates = [i for i in unplayed if recorded[i].method == request.method and recorded[i].path == request.path]
         if not candidates:
             return request  # nothing left to answer with: vcrpy raises, as in a strict replay
         pick = max(candidates, key=lambda i: (_nearness(recorded[i], request), -i))
-        self.swapped.append((request, recorded[pick]))
+        self.swapped[key] = pick
         return recorded[pick]
 
 

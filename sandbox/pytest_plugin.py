@@ -66,6 +66,32 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A cassette miss raised inside a test (its own client's request, under the marker) fails it
+    with the sandbox's one line (the cassette, the request, the nearest recording, what differs)
+    instead of vcrpy's page."""
+    try:
+        return (yield)
+    except Exception as exc:
+        if type(exc).__name__ != "CannotOverwriteExistingCassetteException" and "cassette" not in str(exc):
+            raise
+        from sandbox.cassettes import miss_from_exception
+        from sandbox.models.errors import cassette_miss_detail
+
+        detail = cassette_miss_detail(exc)
+        if detail is None:
+            raise
+        _REPORTED.extend(m for m in [miss_from_exception(exc)] if m is not None)
+    pytest.fail(f"cassette miss: {detail}; {_AGAIN}", pytrace=False)  # outside the handler: vcrpy's page unchained
+
+
+_REPORTED: list[Any] = []  # misses a test's failure already named (its cassette's teardown does not again)
+
+
+_AGAIN = f"record it again with `pytest {RECORD_FLAG}` if the change is meant"
+
+
 def recording(config: pytest.Config) -> bool:
     """Record rather than replay: the flag or SANDBOX_RECORD, never under ``sandbox cassettes check``."""
     from sandbox.cassettes import CHECK_ENV, record_mode_from_env
@@ -101,6 +127,8 @@ class SandboxCassette:
         a request the cassette does not hold."""
         from sandbox.cassettes import MISSES
 
+        if not self.record and not path.exists():
+            pytest.fail(f"cassette {path} does not exist: record it with `pytest {RECORD_FLAG}`", pytrace=False)
         first = len(MISSES)
         previous = path.with_name(path.name + ".previous")
         if self.record and path.exists():
@@ -114,11 +142,10 @@ class SandboxCassette:
                     self._note_recorder(path)
                 elif previous.exists():
                     previous.replace(path)
-        misses = [m for m in MISSES[first:] if Path(m.cassette) == path]
+        misses = [m for m in MISSES[first:] if Path(m.cassette) == path and not any(m is r for r in _REPORTED)]
         if misses:
             more = f" (+{len(misses) - 1} more)" if len(misses) > 1 else ""
-            again = f"record it again with `pytest {RECORD_FLAG}` if the change is meant"
-            pytest.fail(f"cassette miss: {misses[0].line()}{more}; {again}", pytrace=False)
+            pytest.fail(f"cassette miss: {misses[0].line()}{more}; {_AGAIN}", pytrace=False)
 
     def _note_recorder(self, path: Path) -> None:
         from sandbox.cassettes import read_cassette, write_cassette

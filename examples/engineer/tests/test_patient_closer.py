@@ -37,3 +37,12 @@ def test_patient_closer_against_a_shipped_strategy(sandbox_experiment):
     assert results.summary.planned == 2 and results.summary.failed == 0
     assert sorted(e.spec.strategy for e in results.episodes) == ["eager-to-please", "patient-closer"]
     assert all(e.status == "ok" and e.transcript.turns for e in results.episodes)
+
+
+def test_the_judge_scores_our_rep_on_the_rubric(sandbox_episode, sandbox_rubric):
+    result = sandbox_episode("patient-closer", "skeptic", "saas-seats", max_turns=2, judges=["local"])
+    assert result.status == "ok", result.error
+    (judgement,) = result.judgements
+    assert judgement.rubric_id == sandbox_rubric.id
+    assert [s.criterion for s in judgement.scores] == [c.id for c in sandbox_rubric.criteria]
+    assert all(s.score is None or 1 <= s.score <= 5 for s in judgement.scores)
