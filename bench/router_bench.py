@@ -1,7 +1,7 @@
 """Many deployments of one model through litellm's Router, against loopback fake providers.
 
     python bench/router_bench.py share     [--latency 0.25] [--slots 4] [--episodes 120] [--concurrency 32]
-                                           [--weights 1,1]
+                                           [--weights 3,1]
     python bench/router_bench.py failover  [--latency 0.25] [--slots 4] [--episodes 120] [--concurrency 32]
                                            [--kill-at 0.3]
 
@@ -66,9 +66,14 @@ def deployment(latency: float, slots: int):  # noqa: ANN201
         process.wait(10)
 
 
-def served(api_base: str) -> int:
+def stats(api_base: str) -> dict[str, Any]:
+    """What the deployment reports: requests served, first request and last reply (wall clock)."""
     with urllib.request.urlopen(api_base.removesuffix("/v1") + "/stats", timeout=10) as response:
-        return int(json.loads(response.read())["served"])
+        return json.loads(response.read())
+
+
+def served(api_base: str) -> int:
+    return int(stats(api_base)["served"])
 
 
 def spec_for(model: dict[str, Any], episodes: int, concurrency: int) -> ExperimentSpec:
@@ -97,39 +102,50 @@ def routed(bases: list[str], weights: list[float] | None = None) -> dict[str, An
     return {"model": MODEL, "deployments": deployments, "timeout_s": 120}
 
 
-def share(latency: float, slots: int, episodes: int, concurrency: int, weights: list[float]) -> None:
+def share(latency: float, slots: int, episodes: int, concurrency: int, weights: list[float] | None) -> None:
+    """Each configuration gets fresh deployments, so each one's first request and last reply bound its
+    steady state (the rate without the run's start-up: litellm's import, paid by the Router's first run
+    only, and the preflight)."""
     capacity = slots / latency
     print(
         f"share: each deployment {slots} requests at once x {latency:.3f} s = {capacity:.1f} requests/s at most; "
         f"{episodes} episodes x {CALLS_PER_EPISODE} calls, concurrency {concurrency}"
     )
-    rates: dict[str, float] = {}
+    rates: dict[str, tuple[float, float]] = {}  # configuration -> (episodes/s over the run, over the steady state)
+    configurations = [
+        ("one deployment (api_base)", 1, lambda bases: {"model": MODEL, "api_base": bases[0], "timeout_s": 120}),
+        ("one deployment (Router)", 1, lambda bases: routed(bases)),
+        ("two deployments (Router)", 2, lambda bases: routed(bases, weights)),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        with deployment(latency, slots) as (base, _):
-            plain = {"model": MODEL, "api_base": base, "timeout_s": 120}
-            for label, model in (("one deployment (api_base)", plain), ("one deployment (Router)", routed([base]))):
-                before = served(base)
-                wall, outcome = timed_run(model, episodes, concurrency, Path(tmp) / label.split()[-1].strip("()"))
-                rates[label] = outcome.summary.ok / wall
-                print(
-                    f"  {label:<28} {outcome.summary.ok} ok in {wall:6.2f} s = {rates[label]:6.2f} ep/s, "
-                    f"{outcome.summary.calls_made / wall:6.2f} calls/s; served {served(base) - before}"
+        for index, (label, count, model) in enumerate(configurations):
+            with contextlib.ExitStack() as stack:
+                bases = [stack.enter_context(deployment(latency, slots))[0] for _ in range(count)]
+                wall, outcome = timed_run(model(bases), episodes, concurrency, Path(tmp) / str(index))
+                seen = [stats(base) for base in bases]
+            steady = max(s["last_at"] for s in seen) - min(s["first_at"] for s in seen)
+            ok = outcome.summary.ok
+            rates[label] = (ok / wall, ok / steady)
+            print(
+                f"  {label:<26} {ok} ok in {wall:6.2f} s = {ok / wall:6.2f} ep/s; steady state {steady:6.2f} s = "
+                f"{ok / steady:6.2f} ep/s, {sum(s['served'] for s in seen) / steady:6.2f} calls/s; "
+                f"calls counted {outcome.summary.calls_made}, served {sum(s['served'] for s in seen)}, "
+                f"retries {outcome.summary.retries}"
+            )
+            if count > 1:
+                total = sum(s["served"] for s in seen)
+                shares = ", ".join(
+                    f"deployment {i + 1}{f' (weight {weights[i]:g})' if weights else ''} {s['served']} = "
+                    f"{100 * s['served'] / total:.1f} %"
+                    for i, s in enumerate(seen)
                 )
-        with deployment(latency, slots) as (a, _), deployment(latency, slots) as (b, _):
-            wall, outcome = timed_run(routed([a, b], weights), episodes, concurrency, Path(tmp) / "two")
-            counts = {a: served(a), b: served(b)}
-        rate = outcome.summary.ok / wall
-        total = sum(counts.values())
+                print(f"    calls per deployment: {shares}")
+    two = rates["two deployments (Router)"]
+    for alone in ("one deployment (api_base)", "one deployment (Router)"):
+        one = rates[alone]
         print(
-            f"  {'two deployments (Router)':<28} {outcome.summary.ok} ok in {wall:6.2f} s = {rate:6.2f} ep/s, "
-            f"{outcome.summary.calls_made / wall:6.2f} calls/s; weights {weights}"
-        )
-        for index, count in enumerate(counts.values()):
-            print(f"    deployment {index + 1}: {count} calls = {100 * count / total:.1f} % of {total}")
-        print(
-            f"  throughput two / one alone: {rate / rates['one deployment (api_base)']:.2f} x (api_base), "
-            f"{rate / rates['one deployment (Router)']:.2f} x (Router); calls counted {outcome.summary.calls_made}, "
-            f"served {total}, retries {outcome.summary.retries}"
+            f"  two deployments / {alone}: {two[0] / one[0]:.2f} x over the run, "
+            f"{two[1] / one[1]:.2f} x in the steady state"
         )
 
 
@@ -183,11 +199,14 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=120)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--weights", default="1,1", help="the two deployments' weights, comma-separated")
+    parser.add_argument(
+        "--weights", default="", help="the two deployments' weights, comma-separated (none: the least busy is picked)"
+    )
     parser.add_argument("--kill-at", type=float, default=0.3, help="the share of the run's calls served by then")
     args = parser.parse_args()
     if args.which == "share":
-        share(args.latency, args.slots, args.episodes, args.concurrency, [float(w) for w in args.weights.split(",")])
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+        share(args.latency, args.slots, args.episodes, args.concurrency, weights)
     else:
         failover(args.latency, args.slots, args.episodes, args.concurrency, args.kill_at)
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sandbox.catalog import describe_validation_error
 from sandbox.experiment import ExperimentSpec
 from sandbox.models import CALL_CONTEXT, CallContext, Completion, complete
-from sandbox.models.transports import router_model_list
+from sandbox.models.transports import router_model_list, routing_strategy
 from sandbox.profiles import each_server, resolve
 from sandbox.runlog import LOG_FILE
 from sandbox.runner import run
@@ -32,8 +32,12 @@ def fake_key(monkeypatch, fast_retries):
     monkeypatch.setenv("OPENAI_API_KEY", "test-router-not-a-real-key")
 
 
+def routed_at(*bases: str) -> dict[str, Any]:
+    return {"model": MODEL, "deployments": [{"api_base": base} for base in bases], "timeout_s": 2}
+
+
 def routed(*providers: FakeProvider) -> dict[str, Any]:
-    return {"model": MODEL, "deployments": [{"api_base": p.api_base} for p in providers], "timeout_s": 2}
+    return routed_at(*(p.api_base for p in providers))
 
 
 def spec_over(model: dict[str, Any], seeds: int) -> ExperimentSpec:
@@ -159,6 +163,8 @@ def test_deployments_in_a_spec_are_validated_in_one_line_and_reach_the_router():
         "rpm": 600,
     }
     assert model_list[1]["litellm_params"]["model"] == "hosted_vllm/qwen2.5:7b"
+    assert routing_strategy(resolve(settings).endpoint) == "simple-shuffle"  # weights given: kept to
+    assert routing_strategy(resolve(ModelSettings(**routed_at("http://a/v1", "http://b/v1"))).endpoint) == "least-busy"
     # Settings without deployments dump as before: episode ids and spec fingerprints do not change.
     assert set(ModelSettings(model=MODEL).model_dump(mode="json")).isdisjoint({"deployments", "fallbacks"})
     bad = [
