@@ -59,13 +59,15 @@ def _is_loopback(host: str | None) -> bool:
 def match_host(r1: Request, r2: Request) -> None:
     if _is_loopback(r1.host) and _is_loopback(r2.host):
         return
-    assert r1.host == r2.host, f"host {r1.host} != {r2.host}"
+    if r1.host != r2.host:
+        raise AssertionError(f"host {r1.host} != {r2.host}")
 
 
 def match_port(r1: Request, r2: Request) -> None:
     if _is_loopback(r1.host) and _is_loopback(r2.host):
         return
-    assert r1.port == r2.port, f"port {r1.port} != {r2.port}"
+    if r1.port != r2.port:
+        raise AssertionError(f"port {r1.port} != {r2.port}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,8 +83,13 @@ def _canonical_body(body: bytes | str | None) -> str | None:
 
 
 def match_body(r1: Request, r2: Request) -> None:
-    """Bodies match as JSON values, so key order and whitespace from the client do not matter."""
-    assert r1.body == r2.body or _canonical_body(r1.body) == _canonical_body(r2.body), "body differs"
+    """Bodies match as JSON values, so key order and whitespace from the client do not matter.
+
+    The matchers raise rather than ``assert``: pytest rewrites the asserts of every module of a package
+    that ships a pytest plugin (this one does), and a rewritten assert that fails explains itself with
+    a diff of both bodies, which made a replay of a few hundred requests 20 times slower under pytest."""
+    if r1.body != r2.body and _canonical_body(r1.body) != _canonical_body(r2.body):
+        raise AssertionError("body differs")
 
 
 def _scrub_request(request: Request) -> Request:
