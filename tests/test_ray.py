@@ -118,8 +118,11 @@ def test_the_cache_works_on_a_local_ray(tmp_path, local_ray, catalog):
         sent = provider.served
         second = run(spec, catalog, rubric, folder=tmp_path / "b", cache_dir=tmp_path / "cache", executor="ray")
         assert provider.served == sent  # nothing new reached the provider
-    assert first.summary.calls_made == sent > 0 and first.summary.cache_hits == 0
-    assert second.summary.calls_made == 0 and second.summary.cache_hits == sent
+    # Episodes whose judge sees the same dialogue (the judge is blind to the strategy) may hit each other's
+    # answers within the first run, as they would locally: hits plus sent requests are every call.
+    asked = first.summary.calls_made + first.summary.cache_hits
+    assert first.summary.calls_made == sent > 0 and asked == sum(len(r.calls) for r in read_results(tmp_path / "a"))
+    assert second.summary.calls_made == 0 and second.summary.cache_hits == asked
     assert all(r.model_calls == 0 and r.cached_calls > 0 for r in read_results(tmp_path / "b"))
 
 
