@@ -27,7 +27,14 @@ CASSETTES = ROOT / "cassettes"
 # The longest test files, longest first (python bench/suite_time.py): run first, so that pytest-xdist,
 # handing out whole files in this order (--dist loadfile --no-loadscope-reorder), does not start one
 # of them last while the other worker sits idle. Order only; no test depends on it.
-LONGEST_FIRST = ["test_experiment.py", "test_planted.py", "test_faults.py", "test_bad_input.py", "test_report.py"]
+LONGEST_FIRST = [
+    "test_ray.py",
+    "test_experiment.py",
+    "test_planted.py",
+    "test_faults.py",
+    "test_bad_input.py",
+    "test_report.py",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
