@@ -50,6 +50,18 @@ def catalog() -> Catalog:
     return load_catalog(ROOT / "personas")
 
 
+@pytest.fixture(autouse=True)
+def servers_unheard() -> Iterator[None]:
+    """Each test starts knowing of no server that answered: the model layer remembers, per process, the
+    api_bases that answered (a refused connection there is a restart, retried), and a replay of
+    127.0.0.1:9 in one test made the same dead address a retried restart in the next one on that worker."""
+    from sandbox.models import call
+
+    call._ANSWERED.clear()
+    yield
+    call._ANSWERED.clear()
+
+
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Same retry policy, millisecond back-off (jitter too: tenacity adds up to 1 s by default), so fault
