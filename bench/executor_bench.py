@@ -102,7 +102,8 @@ def run_both(episodes: int, executors: list[str], latency: float) -> None:
             f"  {executor:>5}: {f['episodes']} episodes ({f['failed']} failed) in {f['wall_s']:.1f} s = "
             f"{f['episodes_per_s']:.1f} episodes/s (steady state {f['steady_episodes_per_s']:.1f}); driver peak RSS "
             f"{f['driver_peak_rss_mb']:.0f} MB; driver on CPU {f['driver_cpu_s']:.1f} s = "
-            f"{100 * f['driver_busy_share']:.1f} % of wall, waiting {100 * (1 - f['driver_busy_share']):.1f} %; "
+            f"{100 * f['driver_busy_share']:.1f} % of wall, waiting {100 * max(0.0, 1 - f['driver_busy_share']):.1f} %"
+            f"{' (its threads together busier than one core)' if f['driver_busy_share'] > 1 else ''}; "
             f"results {f['results_mb']:.1f} MB"
         )
 
