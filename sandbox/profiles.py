@@ -222,15 +222,7 @@ def _routed(settings: ModelSettings) -> Profile:
         deployments=tuple(servers),
     )
     endpoint = replace(endpoint, fallbacks=_fallbacks(settings, endpoint))
-    return Profile(
-        settings=settings,
-        endpoint=endpoint,
-        turn_mode=_turn_mode(settings, "one-call"),
-        evidence_mode=_evidence_mode(settings, "free"),
-        judge_concurrency=HOSTED_JUDGE_CONCURRENCY,
-        frequency_penalty=settings.frequency_penalty,
-        presence_penalty=settings.presence_penalty,
-    )
+    return _hosted_profile(settings, endpoint)
 
 
 def _as_server(settings: ModelSettings, deployment: Deployment) -> ModelSettings:
@@ -247,7 +239,7 @@ def _fallbacks(settings: ModelSettings, endpoint: Endpoint) -> tuple[Endpoint, .
     form), so each must honour the same form."""
     endpoints = []
     for index, fallback in enumerate(settings.fallbacks):
-        other = _hosted(fallback).endpoint
+        other = _fallback(settings, index, fallback).endpoint
         if other.structured != endpoint.structured:
             raise ProfileError(
                 f"{settings.model}: fallback {index} ({fallback.model}) asks for structured output as "
@@ -265,9 +257,17 @@ def each_server(profile: Profile) -> list[Profile]:
     servers = [replace(profile, endpoint=d.endpoint) for d in profile.endpoint.deployments] or [
         replace(profile, endpoint=replace(profile.endpoint, fallbacks=()))
     ]
-    for fallback in profile.settings.fallbacks:
-        servers.extend(each_server(_hosted(fallback)))
+    for index, fallback in enumerate(profile.settings.fallbacks):
+        servers.extend(each_server(_fallback(profile.settings, index, fallback)))
     return servers
+
+
+def _fallback(settings: ModelSettings, index: int, fallback: ModelSettings) -> Profile:
+    """A fallback is another server's model: the embedded one (on this machine's loopback, started for
+    roles, not for fallbacks) and a person cannot be one."""
+    if is_embedded(fallback) or is_person(fallback):
+        raise ProfileError(f"{settings.model}: fallback {index} ({fallback.model}) must be a hosted or served model")
+    return _hosted(fallback)
 
 
 def _one_server(settings: ModelSettings) -> Profile:
@@ -302,6 +302,11 @@ def _one_server(settings: ModelSettings) -> Profile:
         model_id=settings.model,
         transport=_transport(settings, "openai" if openai_wire else "litellm"),
     )
+    return _hosted_profile(settings, endpoint)
+
+
+def _hosted_profile(settings: ModelSettings, endpoint: Endpoint) -> Profile:
+    """What a hosted or self-hosted model can do, however many servers it has."""
     return Profile(
         settings=settings,
         endpoint=endpoint,

@@ -145,6 +145,32 @@ def test_a_model_with_no_deployment_left_falls_back_in_a_counted_logged_attempt(
     assert [p.endpoint.api_base for p in each_server(profile)] == [dead, other.api_base]  # what the preflight checks
 
 
+def test_a_failing_fallback_is_named_in_the_error_and_a_same_named_fallback_is_not_cached():
+    dead, also_dead = "http://127.0.0.1:9/v1", "http://127.0.0.1:1/v1"
+    five = [{"api_base": f"http://127.0.0.1:9/v{i}"} for i in range(5)]  # more deployments than attempts
+
+    async def call(settings: ModelSettings, context: CallContext | None = None) -> Completion:
+        if context is not None:
+            CALL_CONTEXT.set(context)
+        return await complete(resolve(settings).endpoint, [{"role": "user", "content": "hi"}], purpose="t")
+
+    failing = ModelSettings(
+        model=MODEL, deployments=[{"api_base": dead}], fallbacks=[{"model": "openai/b", "api_base": also_dead}]
+    )
+    with pytest.raises(Exception) as exc:
+        asyncio.run(call(failing))
+    assert f"at {also_dead}" in str(exc.value) and exc.value.calls[0].model == "openai/b"
+    with FakeProvider([Reply(content="same name, other server")]) as other:
+        # The fallback is the same model at another server: its answer is still not the model's own.
+        same = ModelSettings(model=MODEL, deployments=five, fallbacks=[{"model": MODEL, "api_base": other.api_base}])
+        cache = DictCache()
+        completion = asyncio.run(call(same, CallContext(cache=cache)))
+    assert completion.text == "same name, other server" and completion.fallback and cache.items == {}
+    assert completion.call.attempts == 4  # three deployments tried, the fallback reached within the attempts
+    with pytest.raises(Exception, match="fallback 0 \\(local\\)"):
+        resolve(ModelSettings(model=MODEL, api_base=dead, fallbacks=["local"]))
+
+
 def test_deployments_in_a_spec_are_validated_in_one_line_and_reach_the_router():
     settings = ModelSettings(
         model="hosted_vllm/qwen",

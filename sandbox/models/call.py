@@ -19,7 +19,7 @@ from tenacity import retry_if_exception
 
 from sandbox.models import retry, transports
 from sandbox.models.context import CALL_CONTEXT
-from sandbox.models.endpoint import Endpoint
+from sandbox.models.endpoint import ADDRESS_FIELDS, Endpoint
 from sandbox.models.errors import (
     CassetteMissError,
     ConfigurationError,
@@ -47,12 +47,13 @@ class ChatRequest:
 
     def cache_payload(self) -> dict[str, Any]:
         """Everything that shapes the answer, nothing that does not (no key, no timeout)."""
-        return {k: v for k, v in self.kwargs.items() if k not in {"model", "api_base", "api_key", "timeout"}}
+        return {k: v for k, v in self.kwargs.items() if k not in ADDRESS_FIELDS and k != "timeout"}
 
 
 class Completion(BaseModel):
     text: str
     call: ModelCall
+    fallback: bool = False  # a fallback model answered: not the model's own answer (never cached as it)
 
 
 Send = Callable[[ChatRequest, int], Awaitable[Any]]  # (request, attempt number) -> provider response
@@ -109,13 +110,15 @@ class _Route:
         if self.at >= len(self.request.endpoint.fallbacks) or not is_transient(exc, _answered(endpoint)):
             return
         self.failures += 1
-        if self.failures >= max(len(endpoint.deployments), 1) or transports.no_deployment_left(exc):
+        # Every deployment tried once, but never so many that the attempts run out before a fallback.
+        tries = min(max(len(endpoint.deployments), 1), retry.MAX_ATTEMPTS - 1)
+        if self.failures >= tries or transports.no_deployment_left(exc):
             self.at, self.failures, self.moved = self.at + 1, 0, True
 
 
 def addressed(endpoint: Endpoint, kwargs: dict[str, Any]) -> dict[str, Any]:
     """litellm's keyword arguments with the endpoint's routed name, api_base and key (and no other's)."""
-    kwargs = {name: value for name, value in kwargs.items() if name not in {"model", "api_base", "api_key"}}
+    kwargs = {name: value for name, value in kwargs.items() if name not in ADDRESS_FIELDS}
     kwargs["model"] = endpoint.model
     if endpoint.api_base:
         kwargs["api_base"] = endpoint.api_base
@@ -144,13 +147,14 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
                     raise
         endpoint = route.endpoint  # the model that answered
     except CassetteMissError as exc:
-        exc.calls = [failed_call(endpoint, purpose, attempts, started, exc.reason)]
+        exc.calls = [failed_call(route.failed or endpoint, purpose, attempts, started, exc.reason)]
         raise
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        endpoint = route.failed or endpoint  # the model and server that failed last: a fallback's own
         reason = describe(exc)
-        problem = configuration_problem(exc, _answered(route.failed or endpoint))
+        problem = configuration_problem(exc, _answered(endpoint))
         where = f" at {endpoint.api_base}" if endpoint.api_base else ""
         if problem is not None:
             raise ConfigurationError(
@@ -176,7 +180,7 @@ async def with_retries(request: ChatRequest, send: Send) -> Completion:
         cost_usd=transports.cost_of(endpoint, response),
         attempts=attempts,
     )
-    return Completion(text=text, call=call)
+    return Completion(text=text, call=call, fallback=route.at > 0)
 
 
 async def complete(

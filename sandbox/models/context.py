@@ -43,7 +43,7 @@ class CallContext:
                 self.cache_hits += 1
                 return _from_cache(request, hit)
         completion = await retrying(request, self._limited(send))
-        if key is not None and completion.call.model == request.endpoint.label:  # not a fallback model's answer
+        if key is not None and not completion.fallback:
             call = completion.call
             self.cache.set(key, {"text": completion.text, "tokens_in": call.tokens_in, "tokens_out": call.tokens_out})
         return completion

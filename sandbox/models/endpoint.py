@@ -14,6 +14,11 @@ StructuredMode = Literal["json_schema", "json_object", "none"]
 Transport = Literal["openai", "litellm", "router"]
 
 
+# The keyword arguments that say where a request goes (which model, which server, which key): set from
+# the endpoint for each attempt, never part of what shapes the answer.
+ADDRESS_FIELDS = frozenset({"model", "api_base", "api_key"})
+
+
 def split_model(model: str) -> tuple[str, str]:
     """litellm's routed name ``provider/name`` as (provider, name); a bare name has no provider."""
     provider, _, name = model.partition("/")

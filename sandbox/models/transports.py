@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sandbox.models import prices
-from sandbox.models.endpoint import Endpoint, split_model
+from sandbox.models.endpoint import ADDRESS_FIELDS, Endpoint, split_model
 from sandbox.models.errors import (
     CassetteMissError,
     EmptyResponseError,
@@ -254,7 +254,7 @@ def router_for(endpoint: Endpoint) -> Any:
 
 async def _send_router(endpoint: Endpoint, kwargs: dict[str, Any]) -> Any:
     # Where to send is the Router's choice: the deployment's own name, api_base and key, never the call's.
-    call = {name: value for name, value in kwargs.items() if name not in {"model", "api_base", "api_key"}}
+    call = {name: value for name, value in kwargs.items() if name not in ADDRESS_FIELDS}
     try:
         return await router_for(endpoint).acompletion(model=endpoint.model, **call)
     finally:
