@@ -8,10 +8,14 @@ notes the recording test in each cassette's metadata) in a subprocess, offline, 
 - **fresh**: every request its test sent today was recorded (unread interactions are counted);
 - **stale**: some request was not, with the first field of the body that differs from the nearest
   recording (the system prompt, a message, the model, the schema, ...);
-- **unused**: its test no longer exists, or ran without reading it;
-- **unchecked**: no recording test is noted in it (recorded by hand or before the plugin).
+- **unused**: its test no longer exists, or passed without reading it;
+- **unchecked**: its test was skipped, deselected (``-m`` or ``-k`` in the project's options) or
+  failed before reading it, or no recording test is noted in it (recorded by hand or before the
+  plugin): nothing says whether it still replays.
 
-``prune`` removes the interactions of fresh cassettes that no test read, and the files of unused ones.
+Each test's outcome comes from this module itself, loaded into the re-run as a plugin (``-p``): it
+logs every test's reports next to the read logs. ``prune`` removes the interactions of fresh
+cassettes that a passing test did not read, and the files of unused ones; unchecked ones are kept.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sandbox.cassettes import CHECK_ENV, RECORD_ENV, read_cassette, write_cassette
 
@@ -71,6 +75,39 @@ def recorder_of(path: Path) -> tuple[Path, str] | None:
 _NOT_FOUND = re.compile(r"ERROR: (?:file or directory )?not found: (\S+)")  # pytest writes the path absolute
 
 
+Outcome = Literal["passed", "failed", "skipped", "deselected"]
+
+
+def _log_outcome(test: str, outcome: str) -> None:
+    folder = Path(os.environ[CHECK_ENV])
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"outcomes-{os.getpid()}.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"test": test, "outcome": outcome}) + "\n")
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """In the re-run (this module as a plugin): each phase's outcome of each test, for its verdicts."""
+    if os.environ.get(CHECK_ENV):
+        _log_outcome(report.nodeid, report.outcome)
+
+
+def pytest_deselected(items: list[Any]) -> None:
+    if os.environ.get(CHECK_ENV):
+        for item in items:
+            _log_outcome(item.nodeid, "deselected")
+
+
+def _read_outcomes(log: Path) -> dict[str, Outcome]:
+    """Each test's outcome: deselected, else failed if a phase failed, else skipped if one was."""
+    phases: dict[str, set[str]] = defaultdict(set)
+    for part in sorted(log.glob("outcomes-*.jsonl")):
+        for raw in part.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(raw)
+            phases[entry["test"]].add(entry["outcome"])
+    order: tuple[Outcome, ...] = ("deselected", "failed", "skipped", "passed")
+    return {test: next(o for o in order if o in seen) for test, seen in phases.items() if seen & set(order)}
+
+
 def _run_tests(rootdir: Path, tests: list[str], log: Path) -> tuple[set[str], str | None]:
     """Run ``tests`` under ``rootdir`` with replays collecting; the node ids pytest did not find, and a
     problem that stopped the run (an unusable run, not failing tests)."""
@@ -78,7 +115,7 @@ def _run_tests(rootdir: Path, tests: list[str], log: Path) -> tuple[set[str], st
     missing: set[str] = set()
     todo = list(tests)
     while todo:
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *todo]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", __name__, *todo]
         done = subprocess.run(command, cwd=rootdir, env=env, capture_output=True, text=True)
         found = _NOT_FOUND.findall(done.stdout + done.stderr)
         gone = {t for t in todo if any(f == t or f.endswith("/" + t) for f in found)}
@@ -86,7 +123,7 @@ def _run_tests(rootdir: Path, tests: list[str], log: Path) -> tuple[set[str], st
             missing |= gone
             todo = [t for t in todo if t not in gone]
             continue
-        if done.returncode not in (0, 1):  # 1: some tests failed, which is the tests' business
+        if done.returncode not in (0, 1, 5):  # 1: some tests failed (the tests' business); 5: all deselected
             tail = " ".join((done.stdout + done.stderr).split())[-300:]
             return missing, f"pytest exited with status {done.returncode} in {rootdir}: {tail}"
         break
@@ -104,9 +141,19 @@ def _read_logs(log: Path) -> dict[Path, _Reads]:
     return reads
 
 
-def _verdict(path: Path, test: str, reads: _Reads | None, total: int) -> Verdict:
+_NOT_PASSED = {
+    "failed": "failed before reading it",
+    "skipped": "was skipped",
+    "deselected": "was deselected (-m or -k in the project's options)",
+    None: "did not run",
+}
+
+
+def _verdict(path: Path, test: str, reads: _Reads | None, total: int, outcome: Outcome | None) -> Verdict:
+    if reads is None and outcome == "passed":
+        return Verdict(path, "unused", f"{test} passed without reading it", total, test=test)
     if reads is None:
-        return Verdict(path, "unused", f"{test} ran without reading it", total, test=test)
+        return Verdict(path, "unchecked", f"its test {test} {_NOT_PASSED[outcome]}", total, test=test)
     if reads.misses:
         first = reads.misses[0]
         where = f"interaction {int(first['nearest']) + 1} of {total}" if first.get("nearest") is not None else "none"
@@ -120,6 +167,8 @@ def _verdict(path: Path, test: str, reads: _Reads | None, total: int) -> Verdict
         )
     unread = tuple(i for i in range(total) if i not in reads.played)
     read = f"all {total} interactions read" if not unread else f"{len(unread)} of {total} interactions unread"
+    if outcome != "passed":  # it may have stopped before reading the rest: prune keeps them
+        return Verdict(path, "fresh", f"{read} (test {test}, which {outcome or 'did not finish'})", total, test=test)
     return Verdict(path, "fresh", f"{read} (test {test})", total, unread, test)
 
 
@@ -144,6 +193,7 @@ def check(folder: Path) -> list[Verdict]:
         with tempfile.TemporaryDirectory(prefix="sandbox-check-") as log:
             missing, problem = _run_tests(rootdir, tests, Path(log))
             reads = _read_logs(Path(log))
+            outcomes = _read_outcomes(Path(log))
         for path in paths:
             test = recorders[path][1]  # type: ignore[index]
             total = len(read_cassette(path)[0])
@@ -152,7 +202,7 @@ def check(folder: Path) -> list[Verdict]:
             elif test in missing:
                 verdicts[path] = Verdict(path, "unused", f"its test {test} no longer exists", total, test=test)
             else:
-                verdicts[path] = _verdict(path, test, reads.get(path.resolve()), total)
+                verdicts[path] = _verdict(path, test, reads.get(path.resolve()), total, outcomes.get(test))
     return [verdicts[p] for p in files]
 
 

@@ -1,8 +1,9 @@
 """A pytest plugin for projects built on the sandbox: tests that replay recorded model traffic.
 
 Loaded by pytest through the package's ``pytest11`` entry point (nothing in the sandbox imports it).
-Each test's traffic lives in ``cassettes/<test module>/<test name>.yaml`` under the rootdir (a test's
-second run of an episode or experiment gets ``<test name>-2.yaml``, and so on). Tests replay by
+Each test's traffic lives in ``cassettes/<test module>/<test name>.yaml`` under the rootdir, a method's
+in ``<class>.<test name>.yaml`` (two classes' ``test_x`` are two tests); a test's second run of an
+episode or experiment gets ``<test name>-2.yaml``, and so on. Tests replay by
 default, offline; ``--sandbox-record`` (or ``SANDBOX_RECORD=1``) records them again from scratch,
 keys scrubbed, and notes in each cassette which test recorded it, which is how
 ``sandbox cassettes check`` knows what to re-run.
@@ -105,6 +106,12 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "cassette"
 
 
+def _test_name(node: pytest.Item) -> str:
+    """The test's node id less its module: ``test_x[a]`` for a function, ``TestA.test_x[a]`` for a method."""
+    classes = [n.name for n in node.listchain() if isinstance(n, pytest.Class)]
+    return ".".join([*classes, node.name])
+
+
 @dataclass
 class SandboxCassette:
     """The cassettes of one test: where they are, whether they are recorded, and the miss check."""
@@ -166,12 +173,13 @@ class SandboxCassette:
 
 @pytest.fixture
 def sandbox_cassette(request: pytest.FixtureRequest) -> SandboxCassette:
-    """The test's cassette: ``cassettes/<test module>/<test name>.yaml`` (the marker's name instead, if given)."""
+    """The test's cassette: ``cassettes/<test module>/<[class.]test name>.yaml`` (the marker's name
+    instead, if given)."""
     config = request.config
     marker = request.node.get_closest_marker(MARKER)
     name = (marker.args[0] if marker and marker.args else None) or (marker.kwargs.get("name") if marker else None)
     folder = Path(config.rootpath) / config.getini("sandbox_cassettes") / _file_name(request.path.stem)
-    path = folder / f"{_file_name(name or request.node.name)}.yaml"
+    path = folder / f"{_file_name(name or _test_name(request.node))}.yaml"
     return SandboxCassette(path=path, record=recording(config), test=request.node.nodeid, rootdir=config.rootpath)
 
 
@@ -225,6 +233,7 @@ def sandbox_episode(sandbox_cassette: SandboxCassette, sandbox_catalog: Catalog,
     replayed from the test's cassette. ``model`` plays both sides unless ``rep_model`` or
     ``prospect_model`` say otherwise; a failed episode is returned as such (its ``error`` says why),
     except a cassette miss, which fails the test."""
+    from sandbox.profiles import EMBEDDED_ID
 
     def play(
         strategy: str,
@@ -234,7 +243,7 @@ def sandbox_episode(sandbox_cassette: SandboxCassette, sandbox_catalog: Catalog,
         seed: int = 1,
         max_turns: int = 4,
         opener: str = "rep",
-        model: str | ModelSettings = "local",
+        model: str | ModelSettings = EMBEDDED_ID,
         judges: list[str | ModelSettings] | tuple[str | ModelSettings, ...] = (),
         rubric: Rubric | None = None,
         catalog: Catalog | None = None,

@@ -176,3 +176,103 @@ def test_a_missing_cassette_says_how_to_record_it(project):
     result.stdout.fnmatch_lines(
         ["*cassettes/test_agent/test_agent.yaml does not exist: record it with `pytest --sandbox-record`*"]
     )
+
+
+OUTCOMES_TEST = """
+import os
+
+import httpx
+import pytest
+
+
+def ask():
+    base = os.environ.get("AGENT_API_BASE", "http://127.0.0.1:9/v1")
+    reply = httpx.post(f"{base}/chat/completions", json={"model": "agent-model", "messages": [{"role": "user"}]})
+    assert reply.status_code == 200
+
+
+class TestA:
+    @pytest.mark.sandbox_cassette
+    def test_x(self):
+        ask()
+
+
+class TestB:
+    @pytest.mark.sandbox_cassette
+    def test_x(self):
+        ask()
+
+
+def test_fails_after_one(sandbox_cassette):
+    with sandbox_cassette.replay():
+        ask()
+    assert os.environ.get("AGENT_API_BASE"), "fails in replay, after its first cassette"
+    with sandbox_cassette.replay():
+        ask()
+
+
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    pass
+
+
+@pytest.mark.slow
+def test_deselected():
+    pass
+
+
+def test_reads_nothing():
+    pass
+"""
+
+
+def test_only_a_passing_test_that_reads_nothing_makes_its_cassette_unused(pytester, monkeypatch):
+    """Classes' same-named tests get a cassette each; a skipped, deselected or early-failing test's
+    cassette is unchecked (kept by prune), and only a passing test's unread one is unused (removed)."""
+    monkeypatch.delenv("SANDBOX_RECORD", raising=False)
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\nmarkers = slow\naddopts = -m 'not slow'\n"
+    )
+    pytester.makepyfile(test_c=OUTCOMES_TEST)
+    with FakeProvider([Reply(content="fine")]) as provider:
+        monkeypatch.setenv("AGENT_API_BASE", provider.api_base)
+        pytester.runpytest("-p", "no:cacheprovider", "--sandbox-record").assert_outcomes(
+            passed=4, skipped=1, deselected=1
+        )
+    monkeypatch.delenv("AGENT_API_BASE")
+    folder = pytester.path / "cassettes" / "test_c"
+    for name in ("TestA.test_x", "TestB.test_x"):
+        assert read_cassette(folder / f"{name}.yaml")[2]["recorded_by"]["test"] == f"test_c.py::{name[:5]}::test_x"
+    requests, responses, _ = read_cassette(folder / "TestA.test_x.yaml")
+    for name in ("test_skipped", "test_deselected", "test_reads_nothing"):
+        noted = {"recorded_by": {"test": f"test_c.py::{name}", "rootdir": "../.."}}
+        write_cassette(folder / f"{name}.yaml", requests, responses, noted)
+
+    result = CliRunner().invoke(app, ["cassettes", "check", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"fresh     {folder}/TestA.test_x.yaml: all 1 interactions read (test test_c.py::TestA::test_x)",
+        f"fresh     {folder}/TestB.test_x.yaml: all 1 interactions read (test test_c.py::TestB::test_x)",
+        f"unchecked {folder}/test_deselected.yaml: its test test_c.py::test_deselected was deselected "
+        "(-m or -k in the project's options)",
+        f"unchecked {folder}/test_fails_after_one-2.yaml: its test test_c.py::test_fails_after_one failed "
+        "before reading it",
+        f"fresh     {folder}/test_fails_after_one.yaml: all 1 interactions read (test "
+        "test_c.py::test_fails_after_one, which failed)",
+        f"unused    {folder}/test_reads_nothing.yaml: test_c.py::test_reads_nothing passed without reading it",
+        f"unchecked {folder}/test_skipped.yaml: its test test_c.py::test_skipped was skipped",
+        "3 fresh, 1 unused, 3 unchecked",
+    ]
+    result = CliRunner().invoke(app, ["cassettes", "prune", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert f"removed   {folder}/test_reads_nothing.yaml (nothing reads it)" in result.output
+    assert f"kept      {folder}/test_skipped.yaml: its test test_c.py::test_skipped was skipped" in result.output
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == [
+        "TestA.test_x.yaml",
+        "TestB.test_x.yaml",
+        "test_deselected.yaml",
+        "test_fails_after_one-2.yaml",
+        "test_fails_after_one.yaml",
+        "test_skipped.yaml",
+    ]

@@ -32,7 +32,8 @@ def _verdicts(folder: Path):  # noqa: ANN202
 @cassettes_app.command("check")
 def check_command(folder: FolderArg = Path("cassettes")) -> None:
     """Re-run the tests that recorded each cassette, offline, and print one line per cassette: fresh,
-    stale (with the first field that differs) or unused. Exit status 1 when any is stale."""
+    stale (with the first field that differs), unused, or unchecked (its test skipped, deselected or
+    failed before reading it). Exit status 1 when any is stale."""
     verdicts = _verdicts(folder)
     for verdict in verdicts:
         state = f"[{_STYLE[verdict.state]}]{verdict.state:<9}[/]"
@@ -57,5 +58,7 @@ def prune_command(folder: FolderArg = Path("cassettes")) -> None:
     for verdict in verdicts:
         if verdict.state in ("stale", "error"):
             console.print(f"kept      {escape(str(verdict.path))}: {verdict.state}; re-record it first", soft_wrap=True)
+        elif verdict.state == "unchecked":
+            console.print(f"kept      {escape(str(verdict.path))}: {escape(verdict.detail)}", soft_wrap=True)
     if not done:
         console.print("nothing to prune")
