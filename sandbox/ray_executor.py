@@ -45,7 +45,6 @@ INSTALL_HINT = 'the Ray executor needs Ray, an optional extra: pip install -e ".
 LOCAL_ADDRESSES = (None, "local")  # ray.init starts a Ray of its own on this machine
 READY_TIMEOUT_S = 300.0  # a worker imports the package once; a cluster may also have to find a free CPU
 LIMITER_CONCURRENCY = 100_000  # waiters at once in the limiter: every request in flight across the cluster
-_PROVIDER_LOGGERS = ["LiteLLM", "LiteLLM Router", "httpx", "openai"]
 
 
 def ray_module() -> Any:
@@ -101,6 +100,7 @@ class Limiter:
         self.caps = caps
         self.places: dict[str, asyncio.Semaphore] = {}  # made on the actor's own loop, at first use
         self.held: dict[int, Counter[str]] = {}  # worker -> places it holds now, per model
+        self.forgotten: set[int] = set()  # lost workers: a place one of them still queued for goes back
 
     async def ready(self) -> int:
         return os.getpid()
@@ -115,6 +115,9 @@ class Limiter:
         if place is None:
             place = self.places[model_id] = asyncio.Semaphore(cap)
         await place.acquire()
+        if holder in self.forgotten:  # its worker was lost while this waited: nobody would release it
+            place.release()
+            return False
         self.held.setdefault(holder, Counter())[model_id] += 1
         return True
 
@@ -125,7 +128,9 @@ class Limiter:
             self.places[model_id].release()
 
     async def forget(self, holder: int) -> int:
-        """A lost worker's places given back (it will never release them); how many there were."""
+        """A lost worker's places given back (it will never release them), and those it still waits
+        for given back as soon as they are taken; how many it held."""
+        self.forgotten.add(holder)
         held = self.held.pop(holder, Counter())
         for model_id, count in held.items():
             for _ in range(count):
@@ -176,20 +181,18 @@ class WorkerJob:
 
 
 class _Collect(logging.Handler):
-    """A worker's log records, redacted and made plain, until the next result takes them to the driver."""
+    """A worker's log records, redacted and made plain (message and traceback in one string, by the run
+    log's own formatter), until the next result takes them to the driver."""
 
     def __init__(self, level: int):
         super().__init__(level)
-        from sandbox.redact import secret_values
+        from sandbox.runlog import RedactingFormatter
 
-        self.secrets = secret_values()
+        self.setFormatter(RedactingFormatter("%(message)s"))
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        from sandbox.redact import redact
-        from sandbox.runlog import strip_ansi
-
-        record.msg = redact(strip_ansi(record.getMessage()), self.secrets)
+        record.msg = record.message = self.format(record)  # `message`, which format sets, unredacted no more
         record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
         self.records.append(record)
 
@@ -206,7 +209,7 @@ class EpisodeWorker:
         import gc
 
         import sandbox.models.call  # noqa: F401 - imported once here, not inside the first episode
-        from sandbox.runlog import log
+        from sandbox.runlog import PROVIDER_LOGGERS, log
 
         self.job = job
         self.profiles = Profiles(job.models, embedded_api_base=job.embedded_api_base, embedded_slots=job.embedded_slots)
@@ -216,25 +219,32 @@ class EpisodeWorker:
 
             cache = ResponseCache(job.cache_dir)
         self.context = ClusterCallContext(cache=cache, limiter=job.limiter, limited=job.limited, holder=number)
+        self.reported = (0, 0, 0)  # the calls made, retries and cache hits the driver has been sent so far
         self.logs = _Collect(job.log_level)
         log.setLevel(job.log_level)
-        for logger in [log, *(logging.getLogger(name) for name in _PROVIDER_LOGGERS)]:
+        for logger in [log, *(logging.getLogger(name) for name in PROVIDER_LOGGERS)]:
             logger.addHandler(self.logs)
         gc.freeze()  # as the driver does: no full collection walks the imported libraries mid-run
 
     async def ready(self) -> int:
         return os.getpid()
 
-    async def play(self, episode: EpisodeSpec) -> tuple[EpisodeResult, list[logging.LogRecord]]:
+    async def play(self, episode: EpisodeSpec) -> tuple[EpisodeResult, list[logging.LogRecord], CallCounts]:
+        """The episode's result, with the records logged and the calls counted since the last result (so
+        the driver has a worker's counts even if the worker is lost later)."""
         from sandbox.episode import play_episode
 
         CALL_CONTEXT.set(self.context)  # each call is a task of its own: its context is its own copy
         job = self.job
         result = await play_episode(job.run_id, episode, job.catalog, self.profiles, job.rubric, job.judges)
-        return result, self.logs.drain()
+        return result, self.logs.drain(), await self.counts()
 
     async def counts(self) -> CallCounts:
-        return CallCounts(self.context.calls_made, self.context.retries, self.context.cache_hits)
+        """What this worker counted since it last said: each count reaches the driver once, in any order."""
+        c = self.context
+        now = (c.calls_made, c.retries, c.cache_hits)
+        last, self.reported = self.reported, now
+        return CallCounts(*(n - m for n, m in zip(now, last, strict=True)))
 
 
 # --------------------------------------------------------------------------- the driver's side
@@ -245,7 +255,10 @@ class RayEpisodes:
     """The driver's view of the workers: each episode goes to the live one with the fewest in flight, and
     its result comes back to the driver's event loop. A worker that dies is left out from then on (its
     places in the limiter given back) and its episodes are played again by the others: nothing of theirs
-    was written, so each is still written once. With no worker left, an episode fails with the reason."""
+    was written, so each is still written once. An episode is played again once only: one whose second
+    worker dies too (it may be what kills them: out of memory, a crash) fails with the reason, as it
+    does when no worker is left. Each result brings its worker's counts since the last, so a lost
+    worker's calls stay in the summary."""
 
     ray: Any
     run_id: str
@@ -254,12 +267,14 @@ class RayEpisodes:
     label: str = "ray"
     in_flight: list[int] = field(default_factory=list)
     lost: set[int] = field(default_factory=set)
+    counted: list[CallCounts] = field(default_factory=list)  # what the workers' results said they counted
     context: CallContext | None = None  # no model call is made in the driver
 
     def __post_init__(self) -> None:
         self.in_flight = [0] * len(self.workers)
 
     async def play(self, episode: EpisodeSpec) -> EpisodeResult:
+        replayed = False
         while True:
             live = [i for i in range(len(self.workers)) if i not in self.lost]
             if not live:
@@ -267,9 +282,12 @@ class RayEpisodes:
             index = min(live, key=self.in_flight.__getitem__)
             self.in_flight[index] += 1
             try:
-                result, records = await self.workers[index].play.remote(episode)
+                result, records, counts = await self.workers[index].play.remote(episode)
             except self.ray.exceptions.RayActorError as exc:
                 await self._lose(index, exc)
+                if replayed:
+                    return self._failed(episode, f"{_first_line(exc)} (its second Ray worker lost too: not replayed)")
+                replayed = True
                 continue
             except self.ray.exceptions.RayError as exc:
                 return self._failed(episode, _first_line(exc))
@@ -277,6 +295,7 @@ class RayEpisodes:
                 self.in_flight[index] -= 1
             for record in records:
                 logging.getLogger(record.name).handle(record)
+            self.counted.append(counts)
             return result
 
     async def _lose(self, index: int, exc: BaseException) -> None:
@@ -297,9 +316,11 @@ class RayEpisodes:
         )
 
     async def counts(self) -> CallCounts:
+        """Every worker's counts: those its results brought, and what the live ones counted since."""
         live = [w for i, w in enumerate(self.workers) if i not in self.lost]
         counted = await asyncio.gather(*(w.counts.remote() for w in live), return_exceptions=True)
-        counts = [c for c in counted if isinstance(c, CallCounts)]
+        self.counted.extend(c for c in counted if isinstance(c, CallCounts))
+        counts = self.counted
         return CallCounts(*(sum(getattr(c, name) for c in counts) for name in ("calls_made", "retries", "cache_hits")))
 
 
@@ -334,13 +355,15 @@ def ray_episodes(
 ) -> Iterator[RayEpisodes]:
     """Ray (joined at ``address``, or started on this machine; one already running in this process is
     used as it is), the run's limiter and its workers, ready; all stopped when the run ends."""
-    from sandbox.runlog import _level
+    from sandbox.runlog import log_level
 
     ray = ray_module()
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(
-            address=None if address == "local" else address,
+            # "local" always starts a Ray of its own; None would join RAY_ADDRESS's cluster or the last one
+            # started on this machine, which check_runnable (seeing no address) took for a local Ray
+            address=address if on_cluster(address) else "local",
             include_dashboard=False,
             log_to_driver=False,  # the workers' output stays in Ray's logs; their records come back with results
             logging_level=logging.WARNING,
@@ -365,7 +388,7 @@ def ray_episodes(
             cache_dir=str(cache_dir.resolve()) if cache_dir is not None else None,
             limiter=limiter,
             limited=limited,
-            log_level=_level(),
+            log_level=log_level(),
         )
         worker = ray.remote(EpisodeWorker)
         workers = [

@@ -24,7 +24,8 @@ LOG_FILE = "run.log"
 LEVEL_ENV = "SANDBOX_LOG_LEVEL"
 log = logging.getLogger("sandbox")
 log.addHandler(logging.NullHandler())  # a library's convention: outside a run, nothing unredacted reaches stderr
-_PROVIDER_LOGGERS = ["LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "openai"]
+# The provider libraries whose own records belong in the run log too (the Ray workers collect the same).
+PROVIDER_LOGGERS = ["LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "openai"]
 # ECMA-48 escape sequences: CSI (colours, cursor moves), OSC (titles, links) and the two-byte ones.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -35,17 +36,19 @@ def strip_ansi(text: str) -> str:
 
 class RedactingFormatter(logging.Formatter):
     """Formats, then cleans the whole line (message, arguments and traceback alike): colour codes out
-    first, so that none splits a key the redaction must recognise, then the credentials."""
+    first, so that none splits a key the redaction must recognise, then the credentials. A Ray worker
+    uses it with ``fmt="%(message)s"`` to make its records plain before they travel to the driver."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+        super().__init__(fmt)
         self._secrets = secret_values()
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(strip_ansi(super().format(record)), self._secrets)
 
 
-def _level() -> int:
+def log_level() -> int:
+    """The run log's level: ``SANDBOX_LOG_LEVEL`` (a level's name), INFO when unset or unknown."""
     name = os.environ.get(LEVEL_ENV, "INFO").upper()
     return logging.getLevelNamesMapping().get(name, logging.INFO)
 
@@ -60,13 +63,13 @@ def run_log(folder: Path) -> Iterator[Path]:
     path = Path(folder) / LOG_FILE
     file_handler = logging.FileHandler(path, encoding="utf-8")
     file_handler.setFormatter(RedactingFormatter())
-    level = _level()
+    level = log_level()
     file_handler.setLevel(level)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = logging.handlers.QueueHandler(records)
     handler.setLevel(level)
     listener = logging.handlers.QueueListener(records, file_handler, respect_handler_level=True)
-    providers = [logging.getLogger(name) for name in _PROVIDER_LOGGERS]
+    providers = [logging.getLogger(name) for name in PROVIDER_LOGGERS]
     before = [(logger, logger.level) for logger in [log, *providers]]
     log.setLevel(level)
     log.addHandler(handler)

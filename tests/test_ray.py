@@ -4,12 +4,17 @@ with every episode exactly once, and what it refuses, each in one line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import pickle
+import secrets
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,9 +22,11 @@ import ray
 from typer.testing import CliRunner
 
 from sandbox.cli import app
-from sandbox.experiment import load_experiment
+from sandbox.experiment import expand, load_experiment
 from sandbox.judge import DEFAULT_RUBRIC, load_rubric
-from sandbox.runner import ExecutorError, run
+from sandbox.ray_executor import Limiter, RayEpisodes, _Collect, ray_episodes
+from sandbox.redact import REDACTED
+from sandbox.runner import CallCounts, ExecutorError, run
 from sandbox.store import read_results
 from tests.conftest import ROOT
 from tests.fake_provider import FakeProvider, Reply, accept_and_verdict, deal_or_walk, spec_file
@@ -149,6 +156,111 @@ def test_a_lost_worker_s_episodes_are_played_by_the_other(tmp_path, local_ray, c
     assert outcome.summary.ok == 8 and len(ids) == 8 == len(set(ids))
     log = (tmp_path / "run" / "run.log").read_text()
     assert "Ray worker 0 lost" in log and "1 left play its episodes" in log
+
+
+class FakeWorker:
+    """An actor handle's shape (``play.remote``, ``counts.remote``: awaitables) over plain coroutines: it
+    plays an episode with 3 calls, 1 a retry, or dies (as Ray reports it) on one of ``poison``."""
+
+    def __init__(self, poison: set[str]):
+        self.poison, self.played = poison, []
+        self.play, self.counts = SimpleNamespace(remote=self._play), SimpleNamespace(remote=self._counts)
+
+    async def _play(self, episode: Any) -> tuple[str, list[Any], CallCounts]:
+        self.played.append(episode.episode_id)
+        if episode.episode_id in self.poison:
+            raise ray.exceptions.RayActorError(error_msg="ActorDiedError: the worker was killed by the OOM killer")
+        return f"result of {episode.episode_id}", [], CallCounts(calls_made=3, retries=1)
+
+    async def _counts(self) -> CallCounts:
+        return CallCounts(cache_hits=1)  # counted since its last result
+
+
+def test_an_episode_that_kills_its_workers_is_replayed_once_then_failed_and_lost_counts_stay(tmp_path, catalog):
+    """3 workers; the second episode kills whichever worker plays it: it kills 2 (the first and its one
+    replay), not all 3, and fails with the reason; the third episode goes to the one left. The lost first
+    worker's counts (its result's) are still in the summary's."""
+    spec = load_experiment(spec_file(tmp_path, "http://127.0.0.1:9/v1"), catalog)
+    fine, poison, after = expand(spec)[:3]
+    workers = [FakeWorker({poison.episode_id}) for _ in range(3)]
+    episodes = RayEpisodes(ray=ray, run_id="run", workers=workers)
+
+    async def play_all() -> tuple[list[Any], CallCounts]:
+        results = [await episodes.play(e) for e in (fine, poison, after)]
+        return results, await episodes.counts()
+
+    results, counts = asyncio.run(play_all())
+    assert results[0] == f"result of {fine.episode_id}" and results[2] == f"result of {after.episode_id}"
+    failed = results[1]
+    assert (failed.status, failed.episode_id) == ("failed", poison.episode_id)
+    assert "OOM killer" in failed.error and "not replayed" in failed.error
+    assert [w.played for w in workers] == [
+        [fine.episode_id, poison.episode_id],
+        [poison.episode_id],
+        [after.episode_id],
+    ]
+    assert episodes.lost == {0, 1}
+    assert counts == CallCounts(calls_made=6, retries=2, cache_hits=1)  # worker 0's result, worker 2's and its rest
+
+
+def test_a_place_a_lost_worker_still_waited_for_goes_back(tmp_path, catalog):
+    """A cap of 1: the lost worker 0 holds the place and waits for another; forget gives the held one back,
+    the waiting acquire then takes it and gives it straight back, so worker 1 still gets it."""
+    spec = load_experiment(spec_file(tmp_path, "http://127.0.0.1:9/v1"), catalog)
+
+    async def scenario() -> tuple[bool, int, bool, bool, bool]:
+        limiter = Limiter(spec, {"m": 1})
+        first = await limiter.acquire("m", 10, 0)
+        queued = asyncio.ensure_future(limiter.acquire("m", 10, 0))
+        await asyncio.sleep(0)  # it now waits for the place
+        given_back = await limiter.forget(0)
+        late = await queued
+        free = not limiter.places["m"].locked()  # else the next acquire would wait for ever
+        return first, given_back, late, free, free and await limiter.acquire("m", 10, 1)
+
+    assert asyncio.run(scenario()) == (True, 1, False, True, True)
+
+
+@pytest.mark.parametrize(
+    ("address", "joined"),
+    [(None, "local"), ("local", "local"), ("auto", "auto"), ("10.0.0.1:6379", "10.0.0.1:6379")],
+)
+def test_without_an_address_ray_starts_its_own_whatever_ray_address_says(monkeypatch, address, joined):
+    """No --address (which check_runnable lets through as local) must not join RAY_ADDRESS's cluster or the
+    last one started here: ray.init gets "local", which always starts a fresh Ray (Ray 2.60's worker.py
+    reads RAY_ADDRESS only for None and "auto")."""
+    asked: list[Any] = []
+
+    def init(**kwargs: Any) -> None:
+        asked.append(kwargs["address"])
+        raise RuntimeError("stop here")
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: asked.append("shutdown"))  # the module's Ray is left running
+    with pytest.raises(RuntimeError, match="stop here"), ray_episodes(None, None, None, "run", [], None, None, address):
+        pass  # ray.init is the first thing it does: the other arguments are never read
+    assert asked == [joined]
+
+
+def test_a_worker_s_records_travel_plain_and_redacted(monkeypatch):
+    """What a worker sends the driver: no key (in the message, its arguments or the traceback, nor in the
+    pickled record), no colour codes, the traceback kept as text."""
+    key = "not-a-real-key-" + secrets.token_hex(8)
+    monkeypatch.setenv("FAKE_PROVIDER_API_KEY", key)
+    collect = _Collect(logging.INFO)
+    try:
+        raise ValueError(f"refused {key}")
+    except ValueError:
+        record = logging.LogRecord("LiteLLM", logging.WARNING, __file__, 1, "\x1b[31mretry %s\x1b[0m", (key,), None)
+        record.exc_info = sys.exc_info()
+    collect.handle(record)
+    [sent] = collect.drain()
+    assert sent.getMessage() == sent.msg and sent.args is None and sent.exc_info is None
+    assert sent.msg.startswith(f"retry {REDACTED}") and "Traceback" in sent.msg and f"refused {REDACTED}" in sent.msg
+    assert "\x1b" not in sent.msg and key.encode() not in pickle.dumps(sent)
+    assert collect.drain() == []
 
 
 def wait_for_lines(runs: Path, count: int, timeout: float = 90) -> Path:

@@ -44,7 +44,11 @@ def run_command(
     ] = "local",
     address: Annotated[
         str | None,
-        typer.Option("--address", help="With --executor ray: the cluster to join (auto, HOST:PORT); none starts one."),
+        typer.Option(
+            "--address",
+            help="With --executor ray: the cluster to join (HOST:PORT, or auto: RAY_ADDRESS or the one running "
+            "here). Without it (or 'local'), a Ray of the run's own starts on this machine; RAY_ADDRESS is ignored.",
+        ),
     ] = None,
 ) -> None:
     """Run every episode of an experiment spec: concurrent, resumable, cached, within a budget."""
