@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENAI_API_KEY", "test-bench-not-a-real-key")
 
+from bench.runner_bench import provider_server, provider_stats  # noqa: E402
 from sandbox.catalog import load_catalog  # noqa: E402
 from sandbox.experiment import ExperimentSpec  # noqa: E402
 from sandbox.runlog import LOG_FILE  # noqa: E402
@@ -47,33 +45,17 @@ from sandbox.runner import RunOutcome  # noqa: E402
 from sandbox.runner import run as run_spec  # noqa: E402
 from sandbox.store import read_results  # noqa: E402
 
-DEAL = {"message": "Fine, we accept.", "action": "accept", "price": None, "terms": None}
 CALLS_PER_EPISODE = 2
 MODEL = "openai/bench"
 
 
-@contextlib.contextmanager
 def deployment(latency: float, slots: int):  # noqa: ANN201
-    """One fake deployment in its own process; yields (api_base, process)."""
-    command = [sys.executable, "-m", "tests.fake_provider", "--delay", str(latency), "--content", json.dumps(DEAL)]
-    command += ["--slots", str(slots)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        yield process.stdout.readline().strip(), process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(10)
-
-
-def stats(api_base: str) -> dict[str, Any]:
-    """What the deployment reports: requests served, first request and last reply (wall clock)."""
-    with urllib.request.urlopen(api_base.removesuffix("/v1") + "/stats", timeout=10) as response:
-        return json.loads(response.read())
+    """One fake deployment in its own process, answering at most ``slots`` at once; yields (api_base, process)."""
+    return provider_server(latency, "--slots", str(slots))
 
 
 def served(api_base: str) -> int:
-    return int(stats(api_base)["served"])
+    return int(provider_stats(api_base)["served"])
 
 
 def spec_for(model: dict[str, Any], episodes: int, concurrency: int) -> ExperimentSpec:
@@ -122,7 +104,7 @@ def share(latency: float, slots: int, episodes: int, concurrency: int, weights: 
             with contextlib.ExitStack() as stack:
                 bases = [stack.enter_context(deployment(latency, slots))[0] for _ in range(count)]
                 wall, outcome = timed_run(model(bases), episodes, concurrency, Path(tmp) / str(index))
-                seen = [stats(base) for base in bases]
+                seen = [provider_stats(base) for base in bases]
             steady = max(s["last_at"] for s in seen) - min(s["first_at"] for s in seen)
             ok = outcome.summary.ok
             rates[label] = (ok / wall, ok / steady)

@@ -45,16 +45,24 @@ JITTER = 0.0  # --jitter: provider latency uniform in [1-j, 1+j] x L (same mean,
 
 
 @contextlib.contextmanager
-def provider_process(latency: float):  # noqa: ANN201
-    """The fake provider in its own process, so its CPU time is not counted as our overhead."""
+def provider_server(latency: float, *options: str):  # noqa: ANN201
+    """The fake provider (answering DEAL) in its own process, so its CPU time is not counted as our
+    overhead; yields (api_base, process), the process for a bench that kills it mid-run."""
     command = [sys.executable, "-m", "tests.fake_provider", "--delay", str(latency), "--content", json.dumps(DEAL)]
-    command += ["--jitter", str(JITTER)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*command, *options], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        yield process.stdout.readline().strip()
+        yield process.stdout.readline().strip(), process
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         process.wait(10)
+
+
+@contextlib.contextmanager
+def provider_process(latency: float):  # noqa: ANN201
+    """The fake provider with runner_bench's jitter; yields its api_base."""
+    with provider_server(latency, "--jitter", str(JITTER)) as (api_base, _):
+        yield api_base
 
 
 PACKAGES = {
