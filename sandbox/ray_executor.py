@@ -267,7 +267,7 @@ class RayEpisodes:
     label: str = "ray"
     in_flight: list[int] = field(default_factory=list)
     lost: set[int] = field(default_factory=set)
-    counted: list[CallCounts] = field(default_factory=list)  # what the workers' results said they counted
+    counted: CallCounts = field(default_factory=CallCounts)  # the sum of what the workers' results said they counted
     context: CallContext | None = None  # no model call is made in the driver
 
     def __post_init__(self) -> None:
@@ -295,7 +295,7 @@ class RayEpisodes:
                 self.in_flight[index] -= 1
             for record in records:
                 logging.getLogger(record.name).handle(record)
-            self.counted.append(counts)
+            self.counted += counts
             return result
 
     async def _lose(self, index: int, exc: BaseException) -> None:
@@ -319,9 +319,10 @@ class RayEpisodes:
         """Every worker's counts: those its results brought, and what the live ones counted since."""
         live = [w for i, w in enumerate(self.workers) if i not in self.lost]
         counted = await asyncio.gather(*(w.counts.remote() for w in live), return_exceptions=True)
-        self.counted.extend(c for c in counted if isinstance(c, CallCounts))
-        counts = self.counted
-        return CallCounts(*(sum(getattr(c, name) for c in counts) for name in ("calls_made", "retries", "cache_hits")))
+        for more in counted:
+            if isinstance(more, CallCounts):
+                self.counted += more
+        return self.counted
 
 
 def worker_name(run_id: str, number: int) -> str:

@@ -215,6 +215,12 @@ class CallCounts:
     retries: int = 0
     cache_hits: int = 0
 
+    def __add__(self, other: CallCounts) -> CallCounts:
+        """Counts from two places (a worker's results, another's) as one."""
+        return CallCounts(
+            self.calls_made + other.calls_made, self.retries + other.retries, self.cache_hits + other.cache_hits
+        )
+
 
 class Episodes(Protocol):
     """Where a run's episodes are played: this process (:class:`LocalEpisodes`) or a Ray cluster
